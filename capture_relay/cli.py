@@ -1,0 +1,132 @@
+"""The ``capture-relay`` command: the one place that wires the ingress and the workers together.
+
+It lives outside ``service/`` and ``workers/`` because it imports both, while ``service`` must
+never import ``workers``. Exit codes: 0 ok, 1 failure, 2 bad usage or invalid configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from importlib.metadata import version
+
+import uvicorn
+
+from service.app import create_app
+from service.logs import configure_logging
+from service.settings import ConfigError, Settings, load
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    environ = os.environ if environ is None else environ
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return int(args.run(args, environ))
+    except ConfigError as exc:
+        sys.stderr.write(f"capture-relay: invalid configuration\n{_indent(str(exc))}\n")
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="capture-relay", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the webhook ingress (HTTP)")
+    _config_option(serve)
+    serve.add_argument("--host", help="override server.host")
+    serve.add_argument("--port", type=int, help="override server.port")
+    serve.set_defaults(run=_serve)
+
+    worker = commands.add_parser("worker", help="run one worker on the event queue")
+    _config_option(worker)
+    worker.add_argument("--burst", action="store_true", help="exit once the queue is empty")
+    worker.set_defaults(run=_worker)
+
+    dev = commands.add_parser("dev", help="run Redis, the ingress and a worker on this machine")
+    dev.add_argument("--port", type=int, default=8000, help="port of the ingress (default 8000)")
+    dev.add_argument("--once", action="store_true", help="send one sample event, wait for it, then exit")
+    dev.set_defaults(run=_dev)
+
+    show_version = commands.add_parser("version", help="print the version")
+    show_version.set_defaults(run=lambda args, environ: _print(version("capture-relay")))
+    return parser
+
+
+def _config_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="FILE", help="YAML config (default: $CAPTURE_RELAY_CONFIG)")
+
+
+def settings_from(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
+    """Load the file named by ``--config`` or ``CAPTURE_RELAY_CONFIG``.
+
+    Raises:
+        ConfigError: when neither names a file, or the file is invalid.
+    """
+    path = args.config or environ.get("CAPTURE_RELAY_CONFIG")
+    if not path:
+        raise ConfigError([("--config", "no configuration file; pass --config FILE or set CAPTURE_RELAY_CONFIG")])
+    return load(path, environ)
+
+
+def _serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    settings = settings_from(args, environ)
+    configure_logging(settings.logging.level, settings.logging.format)
+    host = args.host or settings.server.host
+    port = args.port or settings.server.port
+    run_server(settings, host, port)
+    return EXIT_OK
+
+
+def run_server(settings: Settings, host: str, port: int) -> None:
+    """Serve the ingress with uvicorn until SIGTERM/SIGINT."""
+    server = uvicorn.Server(server_config(settings, host, port))
+    server.run()
+
+
+def server_config(settings: Settings, host: str, port: int) -> uvicorn.Config:
+    """uvicorn settings: our own logging, no access log (one line per outcome is ours)."""
+    return uvicorn.Config(
+        create_app(settings),
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        proxy_headers=True,
+        timeout_graceful_shutdown=20,
+    )
+
+
+def _worker(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    from workers.runner import run_worker  # keeps `serve` from loading worker code
+
+    settings = settings_from(args, environ)
+    configure_logging(settings.logging.level, settings.logging.format)
+    run_worker(settings, burst=args.burst)
+    return EXIT_OK
+
+
+def _dev(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    from capture_relay.dev import run_dev  # only `dev` needs it
+
+    return run_dev(port=args.port, once=args.once, environ=environ)
+
+
+def _print(text: str) -> int:
+    sys.stdout.write(text + "\n")
+    return EXIT_OK
+
+
+def _indent(text: str) -> str:
+    return "\n".join(f"  {line}" for line in text.splitlines())

@@ -1,0 +1,114 @@
+"""Prometheus metrics: the shared definitions, and queue gauges read from Redis at scrape time.
+
+Metrics live on a ``CollectorRegistry`` created at start-up and passed down, so nothing is
+registered as an import side effect and every test gets a fresh registry.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime
+
+import redis
+import structlog
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+log = structlog.get_logger(__name__)
+
+PREFIX = "capture_relay_"
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class ServiceMetrics:
+    """What the ingress counts."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.webhooks_received = Counter(
+            f"{PREFIX}webhooks_received",
+            "Webhook deliveries by source and outcome (accepted, duplicate, malformed, unauthentic, "
+            "too_large, unsupported_media_type, unavailable, disabled).",
+            ["source", "outcome"],
+            registry=registry,
+        )
+        self.webhook_rejections = Counter(
+            f"{PREFIX}webhook_rejections",
+            "Refused webhook deliveries by source and reason (kid_unknown, iat_too_old, ...).",
+            ["source", "reason"],
+            registry=registry,
+        )
+        self.ingest_duration = Histogram(
+            f"{PREFIX}ingest_duration_seconds",
+            "Time from request to answer on the webhook routes, verification and enqueue included.",
+            ["source"],
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+
+
+class WorkerMetrics:
+    """What the workers count."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.events_processed = Counter(
+            f"{PREFIX}events_processed",
+            "Events processed by the workers, by event type and outcome.",
+            ["type", "outcome"],
+            registry=registry,
+        )
+
+
+class QueueCollector(Collector):
+    """Depth, oldest-job age and registry sizes of RQ queues, read from Redis at each scrape."""
+
+    def __init__(self, connection: redis.Redis, queues: Sequence[str], clock: Callable[[], float] = time.time) -> None:
+        self._redis = connection
+        self._queues = tuple(queues)
+        self._clock = clock
+
+    def collect(self) -> Iterable[Metric]:
+        depth = GaugeMetricFamily(f"{PREFIX}queue_depth", "Jobs waiting in the queue.", labels=["queue"])
+        age = GaugeMetricFamily(
+            f"{PREFIX}queue_oldest_job_age_seconds",
+            "Age of the job that has waited longest in the queue (0 when empty).",
+            labels=["queue"],
+        )
+        jobs = GaugeMetricFamily(
+            f"{PREFIX}queue_jobs", "Jobs in the queue's registries, by state.", labels=["queue", "state"]
+        )
+        try:
+            for queue in self._queues:
+                waiting, oldest, registries = self._read(queue)
+                depth.add_metric([queue], waiting)
+                age.add_metric([queue], oldest)
+                for state, count in registries.items():
+                    jobs.add_metric([queue, state], count)
+        except redis.RedisError as exc:
+            # A scrape must not fail because Redis is down: the gauges are left out instead,
+            # and readiness reports the outage.
+            log.warning("metrics.queue_read_failed", reason=type(exc).__name__)
+            return
+        yield from (depth, age, jobs)
+
+    def _read(self, queue: str) -> tuple[int, float, dict[str, int]]:
+        with self._redis.pipeline(transaction=False) as pipe:
+            pipe.llen(f"rq:queue:{queue}")
+            pipe.lindex(f"rq:queue:{queue}", 0)
+            for state in ("wip", "scheduled", "failed"):
+                pipe.zcard(f"rq:{state}:{queue}")
+            waiting, head, started, scheduled, failed = pipe.execute()
+        oldest = 0.0
+        if head is not None:
+            enqueued = self._redis.hget(f"rq:job:{_text(head)}", "enqueued_at")
+            if enqueued:
+                stamp = datetime.strptime(_text(enqueued), "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+                oldest = max(0.0, self._clock() - stamp.timestamp())
+        return waiting, oldest, {"started": started, "scheduled": scheduled, "failed": failed}
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

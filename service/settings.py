@@ -1,0 +1,226 @@
+"""Typed configuration: one YAML file, ``${ENV}`` interpolation, validated as a whole at start-up.
+
+Errors::
+
+    ConfigError              the file cannot be read or does not validate; one line per problem,
+                             each starting with the key path (``sources.v3.jwks_url: field required``)
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+
+from service.interpolate import InterpolationError, interpolate
+from service.secret import Secret
+from service.timeutil import parse_duration, parse_size
+
+_HTTP_URL = re.compile(r"^https?://[^\s/]+(/\S*)?$")
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; ``problems`` holds ``(key_path, problem)`` pairs."""
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(f"{path}: {problem}" for path, problem in problems))
+
+
+def _to_secret(value: object) -> object:
+    if isinstance(value, Secret):
+        return value
+    if not isinstance(value, str) or not value:
+        raise ValueError("must be a non-empty string")
+    return Secret(value)
+
+
+def _http_url(value: object) -> object:
+    if not isinstance(value, str) or _HTTP_URL.match(value) is None:
+        raise ValueError("must be an http:// or https:// URL")
+    return value
+
+
+def _to_list(value: object) -> object:
+    return [value] if isinstance(value, str) else value
+
+
+SecretStr = Annotated[Secret, BeforeValidator(_to_secret)]
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+Size = Annotated[int, BeforeValidator(parse_size)]
+OneOrMany = Annotated[list[str], BeforeValidator(_to_list)]
+HttpUrl = Annotated[str, BeforeValidator(_http_url)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+
+
+class V3Source(_Model):
+    """Akamai Webhooks v3: Security Event Tokens signed with RS256, keys from a JWKS URL."""
+
+    jwks_url: HttpUrl
+    issuer: OneOrMany | None = None
+    audience: OneOrMany | None = None
+    # Akamai's last retry comes about 25 h after the event; 48 h leaves room for our own outages.
+    max_age: Duration = 48 * 3600.0
+    clock_skew: Duration = 60.0
+    jwks_refresh_cooldown: Duration = 30.0
+    jwks_cache_ttl: Duration = 3600.0
+    jwks_timeout: Duration = 5.0
+
+
+class BasicAuth(_Model):
+    username: str = Field(min_length=1)
+    password: SecretStr
+
+
+class LegacySource(_Model):
+    """Legacy Capture webhooks: no signature, only a shared callback hash and/or HTTP Basic."""
+
+    callback_hashes: list[SecretStr] = []
+    basic_auth: BasicAuth | None = None
+
+
+class Sources(_Model):
+    v3: V3Source | None = None
+    legacy: LegacySource | None = None
+
+
+class Ingest(_Model):
+    queue: str = Field(default="capture-events", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    max_body_size: Size = 64 * 1024
+    # Above this many waiting jobs the service answers 503 so that Capture retries later.
+    backlog_high_water: int = Field(default=100_000, gt=0)
+    retry_after: Duration = 30.0
+    # How long a delivery id is remembered; defaults to max_age + 1 h so that any retry
+    # Capture may still send is recognised.
+    dedup_ttl: Duration | None = None
+    job_timeout: Duration = 600.0
+    result_ttl: Duration = 3600.0
+    failure_ttl: Duration = 14 * 86400.0
+
+
+class Server(_Model):
+    host: str = "0.0.0.0"  # noqa: S104 - a container listens on all its interfaces
+    port: int = Field(default=8000, ge=1, le=65535)
+
+
+class WorkerSettings(_Model):
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    # How often a live worker looks for jobs of dead workers; rq's default of 600 s is too slow.
+    maintenance_interval: Duration = 60.0
+
+
+class Logging(_Model):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["json", "console"] = "json"
+
+
+class Settings(_Model):
+    """The whole configuration of one deployment."""
+
+    redis_url: SecretStr = Secret("redis://localhost:6379/0")
+    sources: Sources = Sources()
+    ingest: Ingest = Ingest()
+    server: Server = Server()
+    worker: WorkerSettings = WorkerSettings()
+    logging: Logging = Logging()
+
+    @model_validator(mode="after")
+    def _dedup_outlives_max_age(self) -> Settings:
+        v3 = self.sources.v3
+        if v3 is not None and self.ingest.dedup_ttl is not None and self.ingest.dedup_ttl < v3.max_age:
+            raise ValueError(
+                "ingest.dedup_ttl must be at least sources.v3.max_age, or a retried delivery could be accepted twice"
+            )
+        return self
+
+    @property
+    def dedup_ttl(self) -> float:
+        """Seconds a delivery id is remembered."""
+        if self.ingest.dedup_ttl is not None:
+            return self.ingest.dedup_ttl
+        max_age = self.sources.v3.max_age if self.sources.v3 is not None else 48 * 3600.0
+        return max_age + 3600.0
+
+
+def load(path: str | Path, environ: Mapping[str, str]) -> Settings:
+    """Read, interpolate and validate the YAML file at ``path``.
+
+    Raises:
+        ConfigError: naming the key path of every problem found.
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([(str(path), f"cannot read the config file: {exc.strerror}")]) from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise ConfigError([(str(path), f"not valid YAML{where}")]) from exc
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError([(str(path), "the top level must be a mapping of keys to values")])
+    return from_mapping(data, environ)
+
+
+def from_mapping(data: Mapping[str, Any], environ: Mapping[str, str]) -> Settings:
+    """Interpolate and validate an already parsed configuration."""
+    try:
+        resolved = interpolate(dict(data), environ)
+    except InterpolationError as exc:
+        raise ConfigError([(exc.key_path, exc.problem)]) from exc
+    try:
+        return Settings.model_validate(resolved)
+    except ValidationError as exc:
+        raise ConfigError([_describe(error) for error in exc.errors()]) from None
+
+
+def _describe(error: Any) -> tuple[str, str]:
+    # pydantic puts validator names into the location; only keys and indexes are the user's.
+    loc = [
+        part
+        for part in error["loc"]
+        if isinstance(part, int) or not str(part).startswith(("function-", "is-instance["))
+    ]
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path = f"{path}.{part}" if path else str(part)
+    kind = error["type"]
+    if kind == "missing":
+        return path, "field required"
+    if kind == "extra_forbidden":
+        return path, f"unknown key; known keys here: {', '.join(_known_keys(loc[:-1]))}"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return path or "<root>", message[:1].lower() + message[1:]
+
+
+def _known_keys(loc: list[Any]) -> list[str]:
+    model: Any = Settings
+    for part in loc:
+        if isinstance(part, int) or model is None:
+            continue
+        field = model.model_fields.get(part)
+        model = _model_of(field.annotation) if field is not None else None
+    return sorted(model.model_fields) if model is not None else []
+
+
+def _model_of(annotation: Any) -> Any:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _model_of(arg)
+        if found is not None:
+            return found
+    return None

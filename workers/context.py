@@ -1,0 +1,42 @@
+"""The one start-up seam of the workers: a context built before ``work()`` and read by jobs.
+
+RQ calls job functions with their arguments only, so the clients a job needs (settings,
+metrics, later the Capture client and sinks) are installed here by ``capture-relay worker``.
+Only the RQ entry points call ``current()``; everything below them takes the context as a
+parameter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from service.metrics import WorkerMetrics
+from service.settings import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerContext:
+    """What jobs run with."""
+
+    settings: Settings
+    metrics: WorkerMetrics
+
+
+_installed: WorkerContext | None = None
+
+
+def install(context: WorkerContext) -> None:
+    """Make ``context`` the one jobs see; called once at worker start-up (and by tests)."""
+    global _installed  # the sanctioned seam, see the module docstring
+    _installed = context
+
+
+def current() -> WorkerContext:
+    """The installed context.
+
+    Raises:
+        RuntimeError: when a job runs in a process that was not started by ``capture-relay worker``.
+    """
+    if _installed is None:
+        raise RuntimeError("no worker context installed; start workers with `capture-relay worker`")
+    return _installed
