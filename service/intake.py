@@ -106,6 +106,8 @@ class Intake:
             IntakeUnavailableError: nothing was stored; the caller answers 503.
         """
         unique = list({event.delivery_id: event for event in events}.values())
+        if not unique:
+            return IntakeResult(accepted=(), duplicates=())
         try:
             for _ in range(_MAX_ATTEMPTS):
                 result = self._try_submit(unique)

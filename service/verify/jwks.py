@@ -51,19 +51,24 @@ class JwksCache:
         """Return the key for ``kid``, refetching the JWKS when the cool-down allows.
 
         Raises:
-            UnauthenticDeliveryError: ``kid_unknown`` when the fresh key set does not hold it.
-            KeysUnavailableError: when the keys cannot be fetched and ``kid`` is not cached.
+            UnauthenticDeliveryError: ``kid_unknown`` when a key set fetched for this very
+                request does not hold ``kid``.
+            KeysUnavailableError: when the keys cannot be fetched, or the cool-down forbids a
+                refetch: the key may have been published since the last fetch, so the sender
+                is asked to retry rather than told the token is bad.
         """
         key = self._keys.get(kid)
         if key is not None and not self._expired(now):
             return key
-        await self._refresh(now, force=key is None)
+        refetched = await self._refresh(now, force=key is None)
         key = self._keys.get(kid)
         if key is not None:
             # A stale key whose refresh failed is still better than refusing Capture's events.
             return key
         if self._last_failure is not None:
             raise KeysUnavailableError(self._last_failure)
+        if not refetched:
+            raise KeysUnavailableError(f"kid {kid!r} is not in the cached JWKS and the refetch cool-down is running")
         raise UnauthenticDeliveryError("kid_unknown", f"no key with kid {kid!r} in the JWKS at {self.url}")
 
     async def ensure_loaded(self, now: float) -> bool:
@@ -78,22 +83,24 @@ class JwksCache:
     def _may_fetch(self, now: float) -> bool:
         return self._attempted_at is None or now - self._attempted_at >= self._cooldown
 
-    async def _refresh(self, now: float, *, force: bool) -> None:
+    async def _refresh(self, now: float, *, force: bool) -> bool:
+        """Fetch the key set if allowed; True when a fetch finished during this call."""
         attempted_before = self._attempted_at
         async with self._lock:
             if self._attempted_at != attempted_before:
-                return  # another request refreshed while we waited: use its result
+                return True  # another request fetched while we waited: use its result
             if not self._may_fetch(now) or (not force and not self._expired(now)):
-                return
+                return False
             self._attempted_at = now
             try:
                 keys = await self._fetch()
             except KeysUnavailableError as exc:
                 self._last_failure = str(exc)
                 log.warning("jwks.fetch_failed", url=self.url, reason=str(exc))
-                return
+                return True
             self._keys, self._loaded_at, self._last_failure = keys, now, None
             log.info("jwks.loaded", url=self.url, count=len(keys))
+            return True
 
     async def _fetch(self) -> dict[str, jwt.PyJWK]:
         try:

@@ -72,7 +72,8 @@ async def verify_token(token: str, jwks: JwksCache, policy: V3Policy, now: float
 
 def _header(token: str) -> dict[str, Any]:
     parts = token.split(".")
-    if len(parts) != 3 or not all(parts):
+    # An empty signature is left for the alg check to refuse by name (``alg: none``).
+    if len(parts) != 3 or not parts[0] or not parts[1]:
         raise MalformedDeliveryError("token_malformed", "the body is not a compact JWS (header.payload.signature)")
     try:
         header = orjson.loads(_b64decode(parts[0]))

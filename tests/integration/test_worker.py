@@ -1,0 +1,66 @@
+"""The worker consumes what the ingress stored: one queue, jobs run in-process, JSON payloads."""
+
+from __future__ import annotations
+
+import redis
+from prometheus_client import CollectorRegistry
+from rq import Queue
+from rq.job import Job, JobStatus
+from rq.serializers import JSONSerializer
+from starlette.testclient import TestClient
+
+from service.app import create_app
+from service.metrics import WorkerMetrics
+from tests.conftest import SettingsFactory
+from tests.support.tokens import SigningKey, claims, sign
+from workers import context
+from workers.context import WorkerContext
+from workers.pipeline import process_event
+from workers.runner import run_worker
+
+
+def test_accepted_event_is_processed_by_a_burst_worker(
+    make_settings: SettingsFactory, signing_key: SigningKey, redis_client: redis.Redis
+) -> None:
+    """An event accepted over HTTP is run by `capture-relay worker` and finishes."""
+    settings = make_settings()
+    with TestClient(create_app(settings)) as client:
+        response = client.post(
+            "/webhooks/capture/v3",
+            content=sign(claims(), signing_key),
+            headers={"Content-Type": "application/secevent+jwt"},
+        )
+    event_id = response.json()["event_ids"][0]
+
+    worked = run_worker(settings, burst=True)
+
+    job = Job.fetch(f"event-v3-{event_id}", connection=redis_client, serializer=JSONSerializer)
+    assert worked
+    assert job.get_status() == JobStatus.FINISHED
+    assert job.return_value() == "received"
+    assert Queue("capture-events", connection=redis_client, serializer=JSONSerializer).count == 0
+    registry = context.current().metrics.registry
+    assert (
+        registry.get_sample_value(
+            "capture_relay_events_processed_total", {"type": "entityUpdated", "outcome": "received"}
+        )
+        == 1
+    )
+
+
+def test_process_event_counts_by_type(make_settings: SettingsFactory) -> None:
+    """The job target rebuilds the envelope and counts it by type and outcome."""
+    metrics = WorkerMetrics(CollectorRegistry())
+    context.install(WorkerContext(settings=make_settings(), metrics=metrics))
+    envelope = {"event_id": "e", "delivery_id": "d", "source": "v3", "type": "entityDeleted",
+                "entity_type": "user", "uuid": "u", "attributes": [], "received_at": 1.0}  # fmt: skip
+
+    outcome = process_event(envelope)
+
+    assert outcome == "received"
+    assert (
+        metrics.registry.get_sample_value(
+            "capture_relay_events_processed_total", {"type": "entityDeleted", "outcome": "received"}
+        )
+        == 1
+    )
