@@ -16,7 +16,7 @@ from starlette.testclient import TestClient
 from capture_relay.embedded_redis import RedisServer
 from service.app import create_app
 from service.events import Event
-from service.intake import Intake, IntakeUnavailableError, JobPolicy, dedup_key
+from service.intake import Intake, JobPolicy, dedup_key
 from service.settings import Settings
 from tests.conftest import SettingsFactory
 from tests.support.servers import serve_in_thread
@@ -72,7 +72,11 @@ class TestAtomicity:
 
         def execute_after_kill(pipe: redis.client.Pipeline, raise_on_error: bool = True) -> object:
             if not kills:
-                kills.append(redis_client.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"))
+                kills.append(
+                    redis_client.execute_command(  # type: ignore[no-untyped-call]
+                        "CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"
+                    )
+                )
             return original(pipe, raise_on_error)
 
         monkeypatch.setattr(redis.client.Pipeline, "execute", execute_after_kill)

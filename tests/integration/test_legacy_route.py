@@ -20,7 +20,7 @@ UUID_A = "6b004bc5-179c-45c2-815d-31b06169371d"
 UUID_B = "726087ec-35df-4041-aec8-c11ecc208efa"
 
 
-def element(uuid: str = UUID_A, **fields: Any) -> dict[str, Any]:
+def element(uuid: Any = UUID_A, **fields: Any) -> dict[str, Any]:
     """One element as Janrain sends it (§6.3 of the protocol reference)."""
     return {
         "uuid": uuid,

@@ -62,7 +62,7 @@ class TestAccepted:
 
         job_id = _queue(redis_client).job_ids[0]
         raw = redis_client.hget(Job.key_for(job_id), "data")
-        assert raw is not None
+        assert isinstance(raw, bytes)
         function, _instance, args, _kwargs = json.loads(zlib.decompress(raw))
         assert function == "workers.pipeline.process_event"
         assert args[0]["delivery_id"] == payload["jti"]
