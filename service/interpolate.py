@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-_REFERENCE = re.compile(r"\$\$\{|\$\{([^}:]+)(?::-([^}]*))?\}")
+_REFERENCE = re.compile(r"\$\$\{|\$\{(file:[^}]+|[^}:]+)(?::-([^}]*))?\}")
 
 
 class InterpolationError(ValueError):

@@ -59,8 +59,11 @@ def configure_logging(level: str = "info", fmt: str = "json", stream: TextIO | N
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
-        # Tracebacks as data, without local variables: locals are where secrets live.
-        structlog.processors.ExceptionRenderer(ExceptionDictTransformer(show_locals=False)),
+        # Tracebacks without local variables (locals are where secrets live): as data for JSON, as plain
+        # text for the console, which cannot render the data form (and whose rich default shows locals).
+        structlog.processors.ExceptionRenderer(ExceptionDictTransformer(show_locals=False))
+        if fmt == "json"
+        else structlog.processors.format_exc_info,
         RedactFields(),
     ]
     renderer: Processor = (

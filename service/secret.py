@@ -31,7 +31,7 @@ class Secret:
         return "**********"
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and hmac.compare_digest(self._value, other._value)
+        return isinstance(other, Secret) and hmac.compare_digest(self._value.encode(), other._value.encode())
 
     def __hash__(self) -> int:
         return hash(self._value)
@@ -42,8 +42,6 @@ def mask_url(url: str) -> str:
     parts = urlsplit(url)
     if parts.password is None:
         return url
-    userinfo = f"{parts.username}:****" if parts.username else ":****"
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, f"{userinfo}@{host}", parts.path, parts.query, parts.fragment))
+    userinfo, _, host = parts.netloc.rpartition("@")
+    username = userinfo.partition(":")[0]
+    return urlunsplit((parts.scheme, f"{username}:****@{host}", parts.path, parts.query, parts.fragment))

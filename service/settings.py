@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
 
 from service.interpolate import InterpolationError, interpolate
 from service.secret import Secret
@@ -135,8 +136,11 @@ class Settings(_Model):
     def _dedup_outlives_max_age(self) -> Settings:
         v3 = self.sources.v3
         if v3 is not None and self.ingest.dedup_ttl is not None and self.ingest.dedup_ttl < v3.max_age:
-            raise ValueError(
-                "ingest.dedup_ttl must be at least sources.v3.max_age, or a retried delivery could be accepted twice"
+            raise PydanticCustomError(
+                "dedup_ttl_too_short",
+                "{dedup_ttl:g} s is shorter than sources.v3.max_age ({max_age:g} s), so a retried delivery "
+                "could be accepted twice; raise it to at least max_age or remove it",
+                {"dedup_ttl": self.ingest.dedup_ttl, "max_age": v3.max_age, "key_path": "ingest.dedup_ttl"},
             )
         return self
 
@@ -198,6 +202,8 @@ def _describe(error: Any) -> tuple[str, str]:
         else:
             path = f"{path}.{part}" if path else str(part)
     kind = error["type"]
+    if not path and "key_path" in (error.get("ctx") or {}):
+        path = error["ctx"]["key_path"]  # a cross-field rule names the key it is about
     if kind == "missing":
         return path, "field required"
     if kind == "extra_forbidden":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -21,11 +22,15 @@ def parse_duration(value: str | float) -> float:
         raise ValueError(f"{value!r} is not a duration; use a number of seconds or N followed by ms, s, m, h or d")
     if isinstance(value, int | float):
         seconds = float(value)
+    elif not isinstance(value, str):
+        raise ValueError(f"{value!r} is not a duration; use a number of seconds or N followed by ms, s, m, h or d")
     else:
         match = _DURATION.match(value)
         if match is None:
             raise ValueError(f"{value!r} is not a duration; use a number of seconds or N followed by ms, s, m, h or d")
         seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    if not math.isfinite(seconds):
+        raise ValueError(f"{value!r} is not a duration; use a finite number of seconds")
     if seconds < 0:
         raise ValueError(f"{value!r} is negative; a duration must be zero or more")
     return seconds
@@ -41,6 +46,8 @@ def parse_size(value: str | int) -> int:
         raise ValueError(f"{value!r} is not a size; use bytes or N followed by B, KiB, MiB, KB or MB")
     if isinstance(value, int):
         size = value
+    elif not isinstance(value, str):
+        raise ValueError(f"{value!r} is not a size; use bytes or N followed by B, KiB, MiB, KB or MB")
     else:
         match = _SIZE.match(value)
         if match is None:

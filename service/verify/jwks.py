@@ -39,6 +39,7 @@ class JwksCache:
         self._keys: dict[str, jwt.PyJWK] = {}
         self._loaded_at: float | None = None
         self._attempted_at: float | None = None
+        self._fetches_done = 0
         self._last_failure: str | None = None
         self._lock = asyncio.Lock()
 
@@ -85,9 +86,9 @@ class JwksCache:
 
     async def _refresh(self, now: float, *, force: bool) -> bool:
         """Fetch the key set if allowed; True when a fetch finished during this call."""
-        attempted_before = self._attempted_at
+        fetches_before = self._fetches_done
         async with self._lock:
-            if self._attempted_at != attempted_before:
+            if self._fetches_done != fetches_before:
                 return True  # another request fetched while we waited: use its result
             if not self._may_fetch(now) or (not force and not self._expired(now)):
                 return False
@@ -95,9 +96,11 @@ class JwksCache:
             try:
                 keys = await self._fetch()
             except KeysUnavailableError as exc:
+                self._fetches_done += 1
                 self._last_failure = str(exc)
                 log.warning("jwks.fetch_failed", url=self.url, reason=str(exc))
                 return True
+            self._fetches_done += 1
             self._keys, self._loaded_at, self._last_failure = keys, now, None
             log.info("jwks.loaded", url=self.url, count=len(keys))
             return True

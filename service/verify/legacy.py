@@ -8,7 +8,6 @@ refused as a whole, so every element is checked before anything is stored.
 from __future__ import annotations
 
 import base64
-import binascii
 import hmac
 from typing import Any
 
@@ -31,7 +30,7 @@ def check_basic_auth(authorization: str | None, source: LegacySource) -> None:
         raise UnauthenticDeliveryError("basic_auth_missing", "HTTP Basic credentials are required")
     try:
         username, _, password = base64.b64decode(encoded, validate=True).decode().partition(":")
-    except (binascii.Error, UnicodeDecodeError) as exc:
+    except ValueError as exc:  # binascii.Error, UnicodeDecodeError, and non-ASCII input
         raise UnauthenticDeliveryError("basic_auth_invalid", "the Authorization header is not valid Basic") from exc
     # Evaluate both comparisons so that timing does not tell which part was wrong.
     user_ok = hmac.compare_digest(username.encode(), credentials.username.encode())
