@@ -1,0 +1,235 @@
+"""RedactFields (the allowlist) and configure_logging: one redacted JSON object per line, from both worlds."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import structlog
+from _pytest.logging import LogCaptureHandler
+
+from service.logs import REDACTED, SAFE_FIELDS, RedactFields, configure_logging
+
+# Loggers configure_logging changes besides the root; each is put back as it was after every test.
+_TOUCHED_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "rq.worker", "rq")
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """Undo configure_logging: structlog's defaults, the root handlers and level, the named loggers."""
+    root = logging.getLogger()
+    saved_root = (list(root.handlers), root.level)
+    saved_named = {
+        name: (list(logger.handlers), logger.propagate, logger.disabled)
+        for name, logger in ((name, logging.getLogger(name)) for name in _TOUCHED_LOGGERS)
+    }
+    yield
+    structlog.reset_defaults()
+    structlog.contextvars.clear_contextvars()
+    # pytest swaps its per-phase capture handlers on the root itself; keep whichever are current.
+    current = [handler for handler in root.handlers if isinstance(handler, LogCaptureHandler)]
+    kept = [handler for handler in saved_root[0] if not isinstance(handler, LogCaptureHandler)]
+    root.handlers[:] = [*kept, *current]
+    root.setLevel(saved_root[1])
+    for name, (handlers, propagate, disabled) in saved_named.items():
+        logger = logging.getLogger(name)
+        logger.handlers[:] = handlers
+        logger.propagate, logger.disabled = propagate, disabled
+
+
+@pytest.fixture
+def stream() -> io.StringIO:
+    """Where configure_logging writes, instead of stdout."""
+    return io.StringIO()
+
+
+def _lines(stream: io.StringIO) -> list[dict[str, Any]]:
+    """Every line of the stream parsed as one JSON object (fails on any line that is not)."""
+    return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
+def _fail_with_a_secret_in_a_local() -> None:
+    api_token = "tok-" + "4f9c2a17e0d84b6b"  # built at run time, so the source text never holds it
+    raise RuntimeError(f"upstream refused the request ({len(api_token)} byte token)")
+
+
+SECRET_IN_LOCAL = "tok-4f9c2a17e0d84b6b"
+
+
+class TestRedactFields:
+    def test_values_outside_the_allowlist_are_replaced(self) -> None:
+        """A field not on the allowlist keeps its key but loses its value."""
+        processor = RedactFields()
+        event_dict = {"event": "webhook.accepted", "token": "eyJhbGciOi...", "email": "jane@example.com"}
+
+        result = processor(None, "info", event_dict)
+
+        assert result == {"event": "webhook.accepted", "token": REDACTED, "email": REDACTED}
+
+    def test_allowlisted_values_are_kept(self) -> None:
+        """Every allowlisted field passes unchanged."""
+        event_dict = {name: f"value-of-{name}" for name in SAFE_FIELDS}
+
+        result = RedactFields()(None, "info", dict(event_dict))
+
+        assert result == event_dict
+
+    def test_structlog_private_keys_are_kept(self) -> None:
+        """Keys starting with _ (structlog's record plumbing) are left for the formatter."""
+        record = object()
+        event_dict = {"event": "x", "_record": record, "_from_structlog": True}
+
+        result = RedactFields()(None, "info", event_dict)
+
+        assert result == {"event": "x", "_record": record, "_from_structlog": True}
+
+    def test_custom_allowlist(self) -> None:
+        """An explicit allowlist replaces the default one."""
+        processor = RedactFields(allowed={"event", "attempt"})
+        event_dict = {"event": "delivery.retry", "attempt": 2, "uuid": "6b004bc5"}
+
+        result = processor(None, "info", event_dict)
+
+        assert result == {"event": "delivery.retry", "attempt": 2, "uuid": REDACTED}
+
+    def test_nested_values_are_redacted_whole(self) -> None:
+        """A mapping under a non-allowlisted key is replaced entirely, not walked."""
+        event_dict = {"event": "x", "record": {"email": "jane@example.com", "uuid": "6b004bc5"}}
+
+        result = RedactFields()(None, "info", event_dict)
+
+        assert result["record"] == REDACTED
+
+
+class TestConfigureLogging:
+    def test_structlog_lines_are_json_objects(self, stream: io.StringIO) -> None:
+        """A structlog call becomes one JSON object with event, level, logger, timestamp and redacted extras."""
+        configure_logging(stream=stream)
+
+        structlog.get_logger("service.webhooks").info("webhook.accepted", source="v3", token="eyJ.secret.sig")
+
+        (line,) = _lines(stream)
+        assert line["event"] == "webhook.accepted"
+        assert (line["level"], line["logger"], line["source"]) == ("info", "service.webhooks", "v3")
+        assert line["token"] == REDACTED
+        assert line["timestamp"].endswith("Z")
+
+    def test_stdlib_lines_are_json_objects(self, stream: io.StringIO) -> None:
+        """A standard-library logger (rq's) goes through the same chain and is one JSON object."""
+        configure_logging(stream=stream)
+
+        logging.getLogger("rq.worker").warning("Job %s: %s", "event-v3-e1", "failed")
+
+        (line,) = _lines(stream)
+        assert (line["event"], line["level"], line["logger"]) == ("Job event-v3-e1: failed", "warning", "rq.worker")
+
+    def test_each_call_is_exactly_one_line(self, stream: io.StringIO) -> None:
+        """Several calls from both worlds give as many lines, each a JSON object, in order."""
+        configure_logging(stream=stream)
+
+        structlog.get_logger().info("first")
+        logging.getLogger("uvicorn.error").info("second")
+        structlog.get_logger().warning("third", detail="multi\nline")
+
+        assert [line["event"] for line in _lines(stream)] == ["first", "second", "third"]
+
+    def test_rq_handlers_are_replaced_so_records_are_written_once(self, stream: io.StringIO) -> None:
+        """A handler rq attached itself is removed; the record reaches only our stream."""
+        own_stream = io.StringIO()
+        logging.getLogger("rq.worker").addHandler(logging.StreamHandler(own_stream))
+        configure_logging(stream=stream)
+
+        logging.getLogger("rq.worker").info("Worker started")
+
+        assert own_stream.getvalue() == ""
+        assert len(_lines(stream)) == 1
+
+    def test_uvicorn_access_log_is_silenced(self, stream: io.StringIO) -> None:
+        """uvicorn's unredacted access line is off; our canonical line is the one per request."""
+        configure_logging(stream=stream)
+
+        logging.getLogger("uvicorn.access").info('127.0.0.1 - "POST /webhooks/capture/v3?token=x" 202')
+
+        assert stream.getvalue() == ""
+
+    def test_level_filters_both_worlds(self, stream: io.StringIO) -> None:
+        """Below the configured level nothing is written, from structlog or stdlib."""
+        configure_logging(level="warning", stream=stream)
+
+        structlog.get_logger().info("dropped")
+        logging.getLogger("rq.worker").info("dropped too")
+        structlog.get_logger().warning("kept")
+
+        assert [line["event"] for line in _lines(stream)] == ["kept"]
+
+    def test_contextvars_are_merged_and_redacted(self, stream: io.StringIO) -> None:
+        """A bound request id appears on the line; a bound unlisted value is redacted."""
+        configure_logging(stream=stream)
+        structlog.contextvars.bind_contextvars(request_id="req-1", email="jane@example.com")
+
+        structlog.get_logger().info("webhook.received")
+
+        (line,) = _lines(stream)
+        assert (line["request_id"], line["email"]) == ("req-1", REDACTED)
+
+    def test_structlog_exception_shows_no_local_values(self, stream: io.StringIO) -> None:
+        """log.exception renders the traceback as data without local variables, so a secret local is absent."""
+        configure_logging(stream=stream)
+        log = structlog.get_logger("workers.pipeline")
+
+        try:
+            _fail_with_a_secret_in_a_local()
+        except RuntimeError:
+            log.exception("job.failed")
+
+        (line,) = _lines(stream)
+        assert line["exception"][0]["exc_type"] == "RuntimeError"
+        assert [frame["name"] for frame in line["exception"][0]["frames"]][-1] == "_fail_with_a_secret_in_a_local"
+        assert SECRET_IN_LOCAL not in stream.getvalue()
+        assert "locals" not in stream.getvalue()
+
+    def test_stdlib_exception_shows_no_local_values(self, stream: io.StringIO) -> None:
+        """logger.exception from a library is rendered the same way: structured, without locals."""
+        configure_logging(stream=stream)
+
+        try:
+            _fail_with_a_secret_in_a_local()
+        except RuntimeError:
+            logging.getLogger("rq.worker").exception("Job failed")
+
+        (line,) = _lines(stream)
+        assert line["exception"][0]["exc_type"] == "RuntimeError"
+        assert SECRET_IN_LOCAL not in stream.getvalue()
+        assert "Traceback (most recent call last)" not in stream.getvalue()
+
+    def test_console_format_writes_readable_lines(self, stream: io.StringIO) -> None:
+        """format=console writes one plain line per call, still redacted."""
+        configure_logging(fmt="console", stream=stream)
+
+        structlog.get_logger().info("webhook.accepted", token="eyJ.secret.sig")
+
+        output = stream.getvalue()
+        assert "webhook.accepted" in output
+        assert "eyJ.secret.sig" not in output
+        assert len(output.splitlines()) == 1
+
+    @pytest.mark.parametrize("source", ["structlog", "stdlib"])
+    def test_console_format_writes_exceptions_without_locals(self, stream: io.StringIO, source: str) -> None:
+        """format=console renders a logged exception as text (type and message), still without locals."""
+        configure_logging(fmt="console", stream=stream)
+
+        try:
+            _fail_with_a_secret_in_a_local()
+        except RuntimeError:
+            if source == "structlog":
+                structlog.get_logger("workers.pipeline").exception("job.failed")
+            else:
+                logging.getLogger("rq.worker").exception("Job failed")
+
+        output = stream.getvalue()
+        assert "RuntimeError: upstream refused the request" in output
+        assert SECRET_IN_LOCAL not in output
