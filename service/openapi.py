@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from service.verify.legacy import MAX_UUID_LENGTH
+
 
 def _answer(description: str, example: dict[str, Any]) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"example": example}}}
@@ -17,6 +19,13 @@ _REJECTED = {
         "reason": {"type": "string", "description": "Stable token, also a metric label."},
         "detail": {"type": "string"},
     },
+}
+
+
+_UNAVAILABLE = {
+    "type": "object",
+    "required": ["status", "reason"],
+    "properties": {"status": {"const": "unavailable"}, "reason": {"type": "string"}},
 }
 
 
@@ -35,18 +44,30 @@ def _webhook_answers() -> dict[str, Any]:
         "503": {
             "description": "Redis or the signing keys are unavailable, or the backlog is full; retry later.",
             "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+            "content": {"application/json": {"schema": _UNAVAILABLE}},
         },
     }
 
 
 def openapi_document(max_body_size: int) -> dict[str, Any]:
     """Build the document; ``max_body_size`` is stated on the request bodies."""
-    token = {"type": "string", "maxLength": max_body_size, "description": "A compact JWS (Security Event Token)."}
+    token = {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": max_body_size,
+        "pattern": r"^\s*[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*\s*$",
+        "description": "A compact JWS (Security Event Token).",
+    }
     legacy_item = {
         "type": "object",
         "required": ["uuid"],
-        "properties": {"uuid": {"type": "string"}, "hash": {"type": "string"}, "datetime": {"type": "string"}},
+        "properties": {
+            "uuid": {"type": "string", "minLength": 1, "maxLength": MAX_UUID_LENGTH},
+            "hash": {"type": "string"},
+            "datetime": {"type": "string"},
+        },
     }
+    legacy_batch = {"schema": {"type": "array", "items": legacy_item}}
     plain = {"200": {"description": "OK", "content": {"application/json": {}}}}
     return {
         "openapi": "3.1.0",
@@ -72,7 +93,7 @@ def openapi_document(max_body_size: int) -> dict[str, Any]:
                     "security": [{}, {"basic": []}],
                     "requestBody": {
                         "required": True,
-                        "content": {"application/json": {"schema": {"type": "array", "items": legacy_item}}},
+                        "content": {"application/json": legacy_batch, "text/plain": legacy_batch},
                     },
                     "responses": _webhook_answers(),
                 }
@@ -84,6 +105,7 @@ def openapi_document(max_body_size: int) -> dict[str, Any]:
                     "responses": {**plain, "503": {"description": "Not ready", "content": {"application/json": {}}}},
                 }
             },
+            "/openapi.json": {"get": {"summary": "This document", "responses": plain}},
             "/metrics": {
                 "get": {
                     "summary": "Prometheus metrics",

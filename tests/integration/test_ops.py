@@ -80,6 +80,7 @@ def test_openapi_document_lists_every_route(make_settings: SettingsFactory) -> N
         "/healthz",
         "/readyz",
         "/metrics",
+        "/openapi.json",
     }
     answers = document["paths"]["/webhooks/capture/v3"]["post"]["responses"]
     assert {"200", "202", "400", "401", "413", "415", "503"} <= set(answers)
