@@ -84,14 +84,23 @@ def _serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     configure_logging(settings.logging.level, settings.logging.format)
     host = args.host or settings.server.host
     port = args.port or settings.server.port
-    run_server(settings, host, port)
-    return EXIT_OK
+    return EXIT_OK if run_server(settings, host, port) else EXIT_FAILURE
 
 
-def run_server(settings: Settings, host: str, port: int) -> None:
-    """Serve the ingress with uvicorn until SIGTERM/SIGINT."""
-    server = uvicorn.Server(server_config(settings, host, port))
-    server.run()
+def run_server(settings: Settings, host: str, port: int) -> bool:
+    """Serve the ingress with uvicorn until SIGTERM/SIGINT; False if it never started (port taken)."""
+    return serve_until_stopped(uvicorn.Server(server_config(settings, host, port)))
+
+
+def serve_until_stopped(server: uvicorn.Server) -> bool:
+    """Run ``server``; False when it could not start (uvicorn exits with its own status 3 then)."""
+    try:
+        server.run()
+    except SystemExit:
+        # uvicorn raises SystemExit when the port is taken or the lifespan fails; our exit
+        # codes are 0/1/2, and the reason is already logged.
+        return False
+    return bool(server.started)
 
 
 def server_config(settings: Settings, host: str, port: int) -> uvicorn.Config:

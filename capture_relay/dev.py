@@ -23,7 +23,7 @@ import yaml
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from capture_relay.cli import server_config
+from capture_relay.cli import serve_until_stopped, server_config
 from capture_relay.embedded_redis import RedisServer
 from service.events import job_id_for
 from service.logs import configure_logging
@@ -64,13 +64,16 @@ def run_dev(*, port: int, once: bool, environ: Mapping[str, str]) -> int:
         )
         demo.start()
         try:
-            server.run()
+            started = serve_until_stopped(server)
         finally:
             worker.send_signal(signal.SIGTERM)
             try:
                 worker.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 worker.kill()
+    if not started:
+        _say(f"the ingress could not listen on 127.0.0.1:{port}; pick another with --port")
+        return 1
     return outcome[0] if outcome else 0
 
 
@@ -78,17 +81,24 @@ def _demo(
     server: uvicorn.Server, redis_url: str, port: int, callback_hash: str, once: bool, outcome: list[int]
 ) -> None:
     while not server.started:
+        if server.should_exit:
+            return
         time.sleep(0.05)
     url = f"http://127.0.0.1:{port}/webhooks/capture/legacy"
     body = [{"uuid": SAMPLE_UUID, "datetime": time.strftime("%Y-%m-%d %H:%M:%S.000000 +0000"), "hash": callback_hash}]
-    response = httpx2.post(url, json=body, timeout=5)
-    _say(f"\nsample legacy webhook -> HTTP {response.status_code} {response.text}")
-    processed = response.status_code == 202 and _wait_for_job(redis_url, response.json()["event_ids"][0])
+    try:
+        response = httpx2.post(url, json=body, timeout=5)
+    except httpx2.HTTPError as exc:
+        _say(f"\nsample legacy webhook could not be sent: {exc}")
+        processed = False
+    else:
+        _say(f"\nsample legacy webhook -> HTTP {response.status_code} {response.text}")
+        processed = response.status_code == 202 and _wait_for_job(redis_url, response.json()["event_ids"][0])
     _say(f"worker processed the sample event: {'yes' if processed else 'NO'}")
     _say(
         "\nsend your own (Ctrl-C stops everything):\n"
         f"  curl -si {url} -H 'Content-Type: application/json' \\\n"
-        f'    -d \'[{{"uuid": "{SAMPLE_UUID}", "hash": "{callback_hash}"}}]\'\n'
+        f"    -d '[{{\"uuid\": \"{SAMPLE_UUID}\", \"hash\": \"{callback_hash}\"}}]'\n"
         f"  metrics: http://127.0.0.1:{port}/metrics   readiness: http://127.0.0.1:{port}/readyz\n"
     )
     if once:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -165,3 +166,22 @@ def test_version() -> None:
     result = subprocess.run([*COMMAND, "version"], capture_output=True, text=True, timeout=30)
 
     assert (result.returncode, result.stdout.strip()) == (0, "0.1.0")
+
+
+def test_serve_on_a_taken_port_exits_1(config_file: Path) -> None:
+    """`serve` on a port something else holds logs why and exits 1 (not uvicorn's private status 3)."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+
+        result = subprocess.run(
+            [*COMMAND, "serve", "--config", str(config_file), "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env={**os.environ, "LEGACY_HASH": "h" * 40},
+        )
+
+    assert result.returncode == 1
+    assert "address already in use" in result.stdout
