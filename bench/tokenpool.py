@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
-import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -49,8 +48,9 @@ class TokenPool:
         except (OSError, ValueError, KeyError):
             pool = None
         if pool is None:
-            shutil.rmtree(directory, ignore_errors=True)
-            directory.mkdir(parents=True)
+            directory.mkdir(parents=True, exist_ok=True)
+            for stale in (meta_path, key_path, tokens_path):
+                stale.unlink(missing_ok=True)
             key = SigningKey.generate(KID)
             pem = key.private.private_bytes(
                 serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
@@ -85,8 +85,13 @@ class TokenPool:
 
     def read(self, first: int, count: int) -> list[str]:
         """Tokens ``first`` to ``first + count - 1``."""
-        with self.path.open(encoding="ascii") as lines:
-            return [line.rstrip("\n") for index, line in enumerate(lines) if first <= index < first + count]
+        return read_tokens(self.path, first, count)
+
+
+def read_tokens(path: Path, first: int, count: int) -> list[str]:
+    """Lines ``first`` to ``first + count - 1`` of a token file."""
+    with path.open(encoding="ascii") as lines:
+        return [line.rstrip("\n") for index, line in enumerate(lines) if first <= index < first + count]
 
 
 def _sign_batch(job: tuple[bytes, int]) -> list[str]:
