@@ -27,7 +27,7 @@ from capture_relay.cli import serve_until_stopped, server_config
 from capture_relay.embedded_redis import RedisServer
 from service.events import job_id_for
 from service.logs import configure_logging
-from service.redisconn import connect_service
+from service.redisconn import connect_service_sync
 from service.secret import Secret
 from service.settings import load
 
@@ -98,7 +98,7 @@ def _demo(
     _say(
         "\nsend your own (Ctrl-C stops everything):\n"
         f"  curl -si {url} -H 'Content-Type: application/json' \\\n"
-        f"    -d '[{{\"uuid\": \"{SAMPLE_UUID}\", \"hash\": \"{callback_hash}\"}}]'\n"
+        f'    -d \'[{{"uuid": "{SAMPLE_UUID}", "hash": "{callback_hash}"}}]\'\n'
         f"  metrics: http://127.0.0.1:{port}/metrics   readiness: http://127.0.0.1:{port}/readyz\n"
     )
     if once:
@@ -107,7 +107,7 @@ def _demo(
 
 
 def _wait_for_job(redis_url: str, event_id: str, timeout: float = 30.0) -> bool:
-    connection = connect_service(Secret(redis_url))
+    connection = connect_service_sync(Secret(redis_url))
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:

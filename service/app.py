@@ -12,7 +12,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import httpx2
-import redis
+import redis.asyncio
 from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -23,7 +23,7 @@ from service.deps import AppDeps
 from service.intake import Intake, JobPolicy
 from service.metrics import QueueCollector, ServiceMetrics
 from service.middleware import RequestContextMiddleware
-from service.redisconn import connect_service
+from service.redisconn import connect_service, connect_service_sync
 from service.settings import Settings
 from service.verify.jwks import JwksCache
 from service.verify.set_token import V3Policy
@@ -32,7 +32,7 @@ from service.verify.set_token import V3Policy
 def create_app(
     settings: Settings,
     *,
-    redis_client: redis.Redis | None = None,
+    redis_client: redis.asyncio.Redis | None = None,
     jwks: JwksCache | None = None,
     clock: Callable[[], float] = time.time,
 ) -> Starlette:
@@ -44,7 +44,10 @@ def create_app(
             connection = redis_client
             if connection is None:
                 connection = connect_service(settings.redis_url)
-                stack.callback(connection.close)
+                stack.push_async_callback(connection.aclose)
+            # The queue gauges are read by prometheus-client's synchronous collectors, in a thread.
+            scrape_connection = connect_service_sync(settings.redis_url)
+            stack.callback(scrape_connection.close)
             keys = jwks
             v3 = settings.sources.v3
             if keys is None and v3 is not None:
@@ -53,7 +56,7 @@ def create_app(
                     v3.jwks_url, http, cooldown=v3.jwks_refresh_cooldown, ttl=v3.jwks_cache_ttl, timeout=v3.jwks_timeout
                 )
             registry = CollectorRegistry()
-            registry.register(QueueCollector(connection, [settings.ingest.queue], clock=clock))
+            registry.register(QueueCollector(scrape_connection, [settings.ingest.queue], clock=clock))
             yield {
                 "deps": AppDeps(
                     settings=settings,

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 
-import redis
+import redis.asyncio
 from starlette.requests import Request
 
 from service.intake import Intake
@@ -21,7 +21,7 @@ class AppDeps:
     """The collaborators of the route handlers."""
 
     settings: Settings
-    redis: redis.Redis
+    redis: redis.asyncio.Redis
     intake: Intake
     metrics: ServiceMetrics
     jwks: JwksCache | None

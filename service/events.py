@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 Source = Literal["v3", "legacy"]
@@ -50,7 +50,8 @@ class Event:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict, the form stored in the RQ job."""
-        data = asdict(self)
+        # Field by field rather than dataclasses.asdict, which deep-copies and costs ~70 µs.
+        data = {name: getattr(self, name) for name in _FIELDS}
         data["attributes"] = list(self.attributes)
         return data
 
@@ -63,6 +64,9 @@ class Event:
     def job_id(self) -> str:
         """The RQ job id: derived from the event id, limited to the characters rq allows."""
         return job_id_for(self.source, self.event_id)
+
+
+_FIELDS = tuple(item.name for item in fields(Event))
 
 
 def job_id_for(source: str, event_id: str) -> str:

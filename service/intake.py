@@ -1,9 +1,10 @@
-"""Durable intake: the dedup marker and the RQ job of every event, in one Redis transaction.
+"""Durable intake: the dedup marker and the RQ job of every event, in one atomic Redis script.
 
 Either both are written or neither is: a marker without its job would make Capture's retry of
 a lost event look like a duplicate, and a job without its marker would let a retry enqueue the
-event twice. The marker keys and the job keys are WATCHed, checked, and written in MULTI/EXEC;
-a concurrent writer of the same delivery makes EXEC fail, and the retry then sees the marker.
+event twice. rq builds its enqueue commands into a pipeline that is never executed; a Lua
+script then checks the markers, the job keys and the backlog, and runs rq's commands for the
+new events only, all in one round trip that no other client can interleave with.
 
 Errors::
 
@@ -14,10 +15,12 @@ Errors::
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import redis
+import redis.asyncio
 from rq import Queue, Retry
 from rq.job import Job
 from rq.serializers import JSONSerializer
@@ -28,14 +31,48 @@ from service.settings import Settings
 # The job target lives in workers/; it is named, never imported, so service/ stays free of workers/.
 PROCESS_EVENT = "workers.pipeline.process_event"
 DEDUP_PREFIX = "capture-relay:dedup:"
-_MAX_ATTEMPTS = 8
+_LENGTH = struct.Struct(">I")
+_BACKLOG_FULL = -1
 
-# One round trip for every read the decision needs: which markers and jobs exist, and the backlog.
-_READ_STATE = """
-local n = tonumber(ARGV[1])
-local seen = {}
-for i = 1, n do seen[i] = redis.call('EXISTS', KEYS[i]) + redis.call('EXISTS', KEYS[n + i]) end
-return {seen, redis.call('LLEN', KEYS[2 * n + 1])}
+# KEYS: n markers, n job keys, the queue. ARGV: n, marker ttl, high-water mark, then per event
+# its marker value and its job's commands packed into one string (see _pack), so that a job's
+# forty-odd arguments cross redis-py as one.
+# Each marker is written after its job's commands: Redis does not roll a script back, so if a
+# command fails the script stops before the marker, and a retry of the delivery is not
+# mistaken for a duplicate. A script refused for lack of memory is refused before its first
+# write, and Redis does not refuse the later writes of a script that has begun writing.
+_STORE = """
+local function run(packed)
+  local count, pos = struct.unpack('>I4', packed)
+  for _ = 1, count do
+    local argc
+    argc, pos = struct.unpack('>I4', packed, pos)
+    local args = {}
+    for a = 1, argc do
+      local size
+      size, pos = struct.unpack('>I4', packed, pos)
+      args[a] = string.sub(packed, pos, pos + size - 1)
+      pos = pos + size
+    end
+    redis.call(unpack(args))
+  end
+end
+
+local n, ttl, high_water = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local flags, any_fresh = {}, false
+for i = 1, n do
+  local fresh = redis.call('EXISTS', KEYS[i]) == 0 and redis.call('EXISTS', KEYS[n + i]) == 0
+  flags[i] = fresh and 1 or 0
+  any_fresh = any_fresh or fresh
+end
+if any_fresh and redis.call('LLEN', KEYS[2 * n + 1]) >= high_water then return {-1, flags} end
+for i = 1, n do
+  if flags[i] == 1 then
+    run(ARGV[3 + 2 * i])
+    redis.call('SET', KEYS[i], ARGV[2 + 2 * i], 'EX', ttl)
+  end
+end
+return {0, flags}
 """
 
 
@@ -86,21 +123,19 @@ def dedup_key(event: Event) -> str:
 
 
 class Intake:
-    """Stores events as RQ jobs, each exactly once per delivery id. Blocking: run it in a thread."""
+    """Stores events as RQ jobs, each exactly once per delivery id, without blocking the event loop."""
 
-    def __init__(self, connection: redis.Redis, policy: JobPolicy) -> None:
+    def __init__(self, connection: redis.asyncio.Redis, policy: JobPolicy) -> None:
         self._redis = connection
         self._policy = policy
-        self._queue = Queue(policy.queue, connection=connection, serializer=JSONSerializer)
-        self._read_state = connection.register_script(_READ_STATE)
+        # rq needs a synchronous client to build its commands; this one points nowhere, so any
+        # I/O rq might attempt on it fails loudly instead of blocking the event loop.
+        self._builder = redis.Redis(unix_socket_path="/nonexistent/capture-relay-builds-commands-only")
+        self._queue = Queue(policy.queue, connection=self._builder, serializer=JSONSerializer)
+        self._store = connection.register_script(_STORE)
 
-    @property
-    def queue(self) -> Queue:
-        """The RQ queue events go to."""
-        return self._queue
-
-    def submit(self, events: Sequence[Event]) -> IntakeResult:
-        """Store the events not seen before, all in one transaction.
+    async def submit(self, events: Sequence[Event]) -> IntakeResult:
+        """Store the events not seen before, all in one atomic script.
 
         Raises:
             IntakeUnavailableError: nothing was stored; the caller answers 503.
@@ -109,41 +144,36 @@ class Intake:
         if not unique:
             return IntakeResult(accepted=(), duplicates=())
         try:
-            for _ in range(_MAX_ATTEMPTS):
-                result = self._try_submit(unique)
-                if result is not None:
-                    return result
+            if self._queue.redis_server_version is None:
+                self._queue.redis_server_version = await self._server_version()
+            keys = [*(dedup_key(event) for event in unique), *(Job.key_for(event.job_id) for event in unique)]
+            status, flags = await self._store(keys=[*keys, self._queue.key], args=self._arguments(unique))
         except redis.RedisError as exc:
             raise IntakeUnavailableError("redis_unavailable", f"Redis refused the write: {type(exc).__name__}") from exc
-        raise IntakeUnavailableError("redis_contended", "concurrent writers kept changing the same events")
+        if status == _BACKLOG_FULL:
+            raise IntakeUnavailableError("backlog_full", "the backlog is above ingest.backlog_high_water")
+        return IntakeResult(
+            accepted=tuple(event for event, flag in zip(unique, flags, strict=True) if flag),
+            duplicates=tuple(event for event, flag in zip(unique, flags, strict=True) if not flag),
+        )
 
-    def _try_submit(self, events: list[Event]) -> IntakeResult | None:
-        markers = [dedup_key(event) for event in events]
-        job_keys = [Job.key_for(event.job_id) for event in events]
-        with self._redis.pipeline() as pipe:
-            try:
-                pipe.watch(*markers, *job_keys)  # type: ignore[no-untyped-call]
-                seen, backlog = self._read_state(
-                    keys=[*markers, *job_keys, self._queue.key], args=[len(events)], client=pipe
-                )
-                fresh = [event for event, hits in zip(events, seen, strict=True) if not hits]
-                old = tuple(event for event, hits in zip(events, seen, strict=True) if hits)
-                if not fresh:
-                    return IntakeResult(accepted=(), duplicates=old)
-                if backlog >= self._policy.backlog_high_water:
-                    raise IntakeUnavailableError(
-                        "backlog_full", f"{backlog} events are waiting, above the high-water mark"
-                    )
-                pipe.multi()
-                for event in fresh:
-                    pipe.set(dedup_key(event), event.job_id, ex=self._policy.dedup_ttl)
-                    self._enqueue(event, pipe)
-                pipe.execute()
-            except redis.WatchError:
-                return None
-        return IntakeResult(accepted=tuple(fresh), duplicates=old)
+    async def _server_version(self) -> tuple[int, int, int]:
+        # rq records the server version in each job; it would otherwise ask with a blocking call.
+        version = str((await self._redis.info("server"))["redis_version"])
+        major, minor, patch = ([int(part) for part in version.split(".")[:3]] + [0, 0, 0])[:3]
+        return major, minor, patch
 
-    def _enqueue(self, event: Event, pipe: redis.client.Pipeline) -> None:
+    def _arguments(self, events: list[Event]) -> list[bytes | str | int]:
+        policy = self._policy
+        arguments: list[bytes | str | int] = [len(events), policy.dedup_ttl, policy.backlog_high_water]
+        for event in events:
+            arguments += [event.job_id, _pack(self._job_commands(event))]
+        return arguments
+
+    def _job_commands(self, event: Event) -> list[tuple[object, ...]]:
+        """The commands rq would send to enqueue this event's job, built but not sent."""
+        pipe = self._builder.pipeline(transaction=True)
+        pipe.multi()
         policy = self._policy
         self._queue.enqueue_call(
             PROCESS_EVENT,
@@ -158,3 +188,28 @@ class Intake:
             retry=Retry(max=5, interval=[5, 30, 120, 600, 1800]),
             pipeline=pipe,
         )
+        commands = [tuple(args) for args, _options in pipe.command_stack]
+        pipe.reset()
+        return commands
+
+
+def _pack(commands: list[tuple[object, ...]]) -> bytes:
+    """Commands as the script reads them: a count, then per command its argument count and the
+    arguments, each a 4-byte big-endian length and the bytes; encoded as redis-py would."""
+    parts = [_LENGTH.pack(len(commands))]
+    for command in commands:
+        parts.append(_LENGTH.pack(len(command)))
+        for argument in command:
+            data = _encode(argument)
+            parts += [_LENGTH.pack(len(data)), data]
+    return b"".join(parts)
+
+
+def _encode(argument: object) -> bytes:
+    if isinstance(argument, bytes):
+        return argument
+    if isinstance(argument, str):  # also rq's str-based enums, whose str() is not their value
+        return argument.encode()
+    if isinstance(argument, int | float) and not isinstance(argument, bool):
+        return repr(argument).encode()
+    raise TypeError(f"rq produced a command argument of type {type(argument).__name__}")

@@ -93,5 +93,8 @@ def configure_logging(level: str = "info", fmt: str = "json", stream: TextIO | N
     # uvicorn's access log would be a second, unredacted line per request; ours is the one.
     logging.getLogger("uvicorn.access").disabled = True
     for name in ("uvicorn", "uvicorn.error", "rq.worker", "rq"):
-        logging.getLogger(name).handlers[:] = []
-        logging.getLogger(name).propagate = True
+        # rq sets its own level (INFO) at import; the configured level must govern every line.
+        logger = logging.getLogger(name)
+        logger.handlers[:] = []
+        logger.setLevel(logging.NOTSET)
+        logger.propagate = True

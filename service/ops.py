@@ -22,7 +22,7 @@ async def readyz(request: Request) -> Response:
     app = deps(request)
     checks: dict[str, str] = {}
     try:
-        await run_in_threadpool(app.redis.ping)
+        await app.redis.ping()
         checks["redis"] = "ok"
     except redis.RedisError:
         checks["redis"] = "unreachable"

@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 import redis
+import redis.asyncio
 
 from service.secret import Secret
 
+# Short timeouts in the ingress: an outage must become a quick 503, not a hung request.
+_CONNECT_TIMEOUT, _SOCKET_TIMEOUT = 2.0, 5.0
 
-def connect_service(url: Secret) -> redis.Redis:
-    """A connection pool for the ingress: short timeouts, so an outage becomes a quick 503."""
+
+def connect_service(url: Secret) -> redis.asyncio.Redis:
+    """The ingress's client: used on the event loop by the intake and /readyz."""
+    return redis.asyncio.Redis.from_url(
+        url.reveal(), socket_connect_timeout=_CONNECT_TIMEOUT, socket_timeout=_SOCKET_TIMEOUT, health_check_interval=30
+    )
+
+
+def connect_service_sync(url: Secret) -> redis.Redis:
+    """A blocking client for work that runs in a thread: the queue gauges read at scrape time."""
     return redis.Redis.from_url(
-        url.reveal(),
-        socket_connect_timeout=2.0,
-        socket_timeout=5.0,
-        health_check_interval=30,
+        url.reveal(), socket_connect_timeout=_CONNECT_TIMEOUT, socket_timeout=_SOCKET_TIMEOUT, health_check_interval=30
     )
 
 

@@ -12,7 +12,6 @@ import time
 from collections.abc import Awaitable, Callable
 
 import structlog
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
@@ -93,7 +92,7 @@ async def _receive(
         _check_content_type(request, content_types)
         body = await _read_body(request, app.settings.ingest.max_body_size)
         events = await read(request, app, body)
-        result = await run_in_threadpool(app.intake.submit, events)
+        result = await app.intake.submit(events)
         response = _stored(source, app, result)
     except VerificationError as exc:
         response = _refused(source, app, exc)

@@ -18,6 +18,12 @@ from tests.support.tokens import AUDIENCE, ISSUER, JWKS_PATH, SigningKey
 ON_CI = os.environ.get("CI", "").lower() == "true"
 
 
+@pytest.fixture
+def anyio_backend() -> str:
+    """Run ``@pytest.mark.anyio`` tests on asyncio only: the service runs on asyncio (uvloop)."""
+    return "asyncio"
+
+
 def missing_service(what: str) -> None:
     """Fail on CI, where every service must be there; skip elsewhere, saying what is missing."""
     if ON_CI:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator, Iterator
 
 import httpx2
 import pytest
 import redis
+import redis.asyncio
 from rq import Queue
 from rq.serializers import JSONSerializer
 from starlette.testclient import TestClient
@@ -16,11 +16,13 @@ from starlette.testclient import TestClient
 from capture_relay.embedded_redis import RedisServer
 from service.app import create_app
 from service.events import Event
-from service.intake import Intake, JobPolicy, dedup_key
+from service.intake import Intake, IntakeUnavailableError, JobPolicy, dedup_key
 from service.settings import Settings
 from tests.conftest import SettingsFactory
 from tests.support.servers import serve_in_thread
 from tests.support.tokens import SigningKey, claims, sign
+
+pytestmark = pytest.mark.anyio
 
 V3 = "/webhooks/capture/v3"
 SET_TYPE = {"Content-Type": "application/secevent+jwt"}
@@ -33,89 +35,122 @@ def make_event(delivery_id: str = "d-1", event_id: str = "e-1") -> Event:
 
 
 @pytest.fixture
-def intake(make_settings: SettingsFactory, redis_client: redis.Redis) -> Intake:
+async def intake(
+    make_settings: SettingsFactory, redis_server: RedisServer, redis_client: redis.Redis
+) -> AsyncIterator[Intake]:
     """The intake on the private Redis with the default policy."""
-    return Intake(redis_client, JobPolicy.from_settings(make_settings()))
+    connection = redis.asyncio.Redis.from_url(redis_server.url)
+    yield Intake(connection, JobPolicy.from_settings(make_settings()))
+    await connection.aclose()
 
 
 def _queue(connection: redis.Redis) -> Queue:
     return Queue("capture-events", connection=connection, serializer=JSONSerializer)
 
 
+def _fail_at(position: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the script hit a failing command at ``position`` in the job's commands."""
+    build = Intake._job_commands
+
+    def with_failure(self: Intake, event: Event) -> list[tuple[object, ...]]:
+        commands = build(self, event)
+        commands.insert(position if position >= 0 else len(commands), (b"HSET", b"injected-failure"))
+        return commands
+
+    monkeypatch.setattr(Intake, "_job_commands", with_failure)
+
+
 class TestAtomicity:
-    def test_failure_between_marker_and_job_leaves_neither(
+    async def test_failure_before_the_job_leaves_nothing(
         self, intake: Intake, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        """A crash after the marker is written into the transaction but before the job leaves no marker."""
+        """A command failing before the job is written leaves no marker and no job; the retry stores both."""
         event = make_event()
+        _fail_at(0, monkeypatch)
 
-        def crash(*args: object, **kwargs: object) -> None:
-            raise ConnectionResetError("injected: process died mid-transaction")
-
-        monkeypatch.setattr(Intake, "_enqueue", crash)
-        with pytest.raises(ConnectionResetError):
-            intake.submit([event])
+        with pytest.raises(IntakeUnavailableError):
+            await intake.submit([event])
         monkeypatch.undo()
 
         assert redis_client.exists(dedup_key(event)) == 0
         assert _queue(redis_client).count == 0
-        assert intake.submit([event]).accepted == (event,)
-        assert _queue(redis_client).count == 1
+        assert (await intake.submit([event])).accepted == (event,)
+        assert _queue(redis_client).job_ids == [event.job_id]
+        assert redis_client.exists(dedup_key(event)) == 1
 
-    def test_connection_killed_before_exec_is_retried_cleanly(
+    async def test_failure_between_job_and_marker_leaves_no_marker(
         self, intake: Intake, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        """Redis dropping the connection just before EXEC writes nothing; the retry stores exactly one of each."""
+        """A failure after the job, before its marker, never leaves a marker without a job: the
+        queued job runs, and a retry is recognised by the job itself, not enqueued again."""
         event = make_event()
-        original = redis.client.Pipeline.execute
-        kills: list[int] = []
+        _fail_at(-1, monkeypatch)
 
-        def execute_after_kill(pipe: redis.client.Pipeline, raise_on_error: bool = True) -> object:
-            if not kills:
-                kills.append(
-                    redis_client.execute_command(  # type: ignore[no-untyped-call]
-                        "CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"
-                    )
-                )
-            return original(pipe, raise_on_error)
-
-        monkeypatch.setattr(redis.client.Pipeline, "execute", execute_after_kill)
-        result = intake.submit([event])
+        with pytest.raises(IntakeUnavailableError):
+            await intake.submit([event])
         monkeypatch.undo()
+        retry = await intake.submit([event])
 
-        assert kills[0] >= 1
+        assert redis_client.exists(dedup_key(event)) == 0
+        assert retry.duplicates == (event,)
+        assert _queue(redis_client).job_ids == [event.job_id]
+
+    async def test_dropped_connection_is_retried_cleanly(self, intake: Intake, redis_client: redis.Redis) -> None:
+        """Redis dropping every client connection before the write still ends with exactly one of each."""
+        event = make_event()
+        await intake.submit([make_event("warm-up", "warm-up")])
+
+        killed = redis_client.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")  # type: ignore[no-untyped-call]
+        try:
+            result = await intake.submit([event])
+        except IntakeUnavailableError:
+            result = await intake.submit([event])
+
+        assert killed >= 1
         assert result.accepted == (event,)
         assert redis_client.exists(dedup_key(event)) == 1
-        assert _queue(redis_client).job_ids == [event.job_id]
+        assert _queue(redis_client).job_ids == ["event-v3-warm-up", event.job_id]
 
-    def test_marker_and_job_written_together(self, intake: Intake, redis_client: redis.Redis) -> None:
-        """After a submit the marker names the job, and the job is on the queue."""
+    async def test_marker_and_job_written_together(self, intake: Intake, redis_client: redis.Redis) -> None:
+        """After a submit the marker names the job, and the job is on the queue with rq's own fields."""
         event = make_event()
 
-        intake.submit([event])
+        await intake.submit([event])
 
         assert redis_client.get(dedup_key(event)) == event.job_id.encode()
-        assert _queue(redis_client).job_ids == [event.job_id]
+        job = _queue(redis_client).jobs[0]
+        assert (job.id, job.origin, job.get_status()) == (event.job_id, "capture-events", "queued")
+        assert job.retries_left == 5
 
-    def test_same_event_new_delivery_is_not_enqueued_twice(self, intake: Intake, redis_client: redis.Redis) -> None:
+    async def test_same_event_new_delivery_is_not_enqueued_twice(
+        self, intake: Intake, redis_client: redis.Redis
+    ) -> None:
         """A redelivery of a queued event under a new jti does not overwrite or double-push its job."""
         first = make_event(delivery_id="d-1", event_id="e-1")
         again = make_event(delivery_id="d-2", event_id="e-1")
 
-        intake.submit([first])
-        result = intake.submit([again])
+        await intake.submit([first])
+        result = await intake.submit([again])
 
         assert result.duplicates == (again,)
         assert _queue(redis_client).count == 1
 
+    async def test_builder_never_touches_redis(self, intake: Intake, redis_client: redis.Redis) -> None:
+        """Building rq's commands does no I/O: the builder client points nowhere, yet submits work."""
+        events = [make_event(f"d-{index}", f"e-{index}") for index in range(20)]
+
+        result = await intake.submit(events)
+
+        assert len(result.accepted) == 20
+        assert _queue(redis_client).count == 20
+
 
 class TestContention:
-    def test_fifty_threads_one_event_one_job(self, intake: Intake, redis_client: redis.Redis) -> None:
+    async def test_fifty_concurrent_submits_one_job(self, intake: Intake, redis_client: redis.Redis) -> None:
         """Fifty concurrent submits of one event store exactly one job; the rest are duplicates."""
         event = make_event()
 
-        with ThreadPoolExecutor(max_workers=50) as pool:
-            results = list(pool.map(lambda _: intake.submit([event]), range(50)))
+        results = await asyncio.gather(*(intake.submit([event]) for _ in range(50)))
 
         assert sum(len(result.accepted) for result in results) == 1
         assert sum(len(result.duplicates) for result in results) == 49
