@@ -67,7 +67,7 @@ def config_file(tmp_path: Path, redis_server: RedisServer, jwks: tuple[JwksEndpo
                     "v3": {"jwks_url": jwks[1], "issuer": ISSUER, "audience": AUDIENCE},
                     "legacy": {"callback_hashes": ["${LEGACY_HASH}"]},
                 },
-                "worker": {"maintenance_interval": "5s"},
+                "worker": {"maintenance_interval": "5s", "metrics_port": free_port()},
             }
         )
     )
@@ -101,6 +101,8 @@ def test_serve_and_worker_process_a_v3_event(
         while job.get_status(refresh=True) != JobStatus.FINISHED and time.monotonic() < deadline:
             time.sleep(0.1)
         status = job.get_status(refresh=True)
+        metrics_port = yaml.safe_load(config_file.read_text())["worker"]["metrics_port"]
+        worker_metrics = httpx2.get(f"http://127.0.0.1:{metrics_port}/metrics").text
     finally:
         server_log = _stop(server)
         worker_log = _stop(worker)
@@ -115,6 +117,7 @@ def test_serve_and_worker_process_a_v3_event(
     assert any(line["event"] == "webhook.accepted" and line["event_id"] == event_id for line in server_lines)
     assert any(line["event"] == "event.processed" and line["event_id"] == event_id for line in worker_lines)
     assert any(line["event"] == "Application shutdown complete." for line in server_lines)
+    assert 'capture_relay_events_processed_total{outcome="received",type="entityUpdated"} 1.0' in worker_metrics
     assert any("warm shut down requested" in line["event"] for line in worker_lines)
 
 
