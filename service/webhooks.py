@@ -42,7 +42,8 @@ _STATUS = {
     UnsupportedMediaError: (415, "unsupported_media_type"),
 }
 
-EventReader = Callable[[Request, AppDeps, bytes], Awaitable[list[Event]]]
+# Turns a request and its (size-checked) body into verified events; raises VerificationError.
+EventReader = Callable[[Request, bytes], Awaitable[list[Event]]]
 
 
 async def receive_v3(request: Request) -> Response:
@@ -52,7 +53,7 @@ async def receive_v3(request: Request) -> Response:
     if jwks is None or policy is None:
         return _not_configured(app, "v3")
 
-    async def read_v3(request: Request, app: AppDeps, body: bytes) -> list[Event]:
+    async def read(request: Request, body: bytes) -> list[Event]:
         try:
             token = body.decode("ascii").strip()
         except UnicodeDecodeError as exc:
@@ -61,7 +62,7 @@ async def receive_v3(request: Request) -> Response:
         claims = await verify_token(token, jwks, policy, now)
         return [event_from_claims(claims, received_at=now)]
 
-    return await _receive("v3", request, app, V3_CONTENT_TYPES, read_v3)
+    return await _receive("v3", request, app, V3_CONTENT_TYPES, read)
 
 
 async def receive_legacy(request: Request) -> Response:
@@ -71,17 +72,14 @@ async def receive_legacy(request: Request) -> Response:
     if legacy is None or not (legacy.callback_hashes or legacy.basic_auth):
         # With neither a hash nor Basic credentials anyone could inject events: stay off.
         return _not_configured(app, "legacy")
-    return await _receive("legacy", request, app, LEGACY_CONTENT_TYPES, _read_legacy)
 
+    async def read(request: Request, body: bytes) -> list[Event]:
+        check_basic_auth(request.headers.get("authorization"), legacy)
+        batch = parse_batch(body)
+        check_hashes(batch, legacy.callback_hashes)
+        return events_from_legacy(batch, received_at=app.clock())
 
-async def _read_legacy(request: Request, app: AppDeps, body: bytes) -> list[Event]:
-    legacy = app.settings.sources.legacy
-    if legacy is None:  # receive_legacy checked this; the type checker cannot know
-        raise UnauthenticDeliveryError("source_disabled", "sources.legacy is not configured")
-    check_basic_auth(request.headers.get("authorization"), legacy)
-    batch = parse_batch(body)
-    check_hashes(batch, legacy.callback_hashes)
-    return events_from_legacy(batch, received_at=app.clock())
+    return await _receive("legacy", request, app, LEGACY_CONTENT_TYPES, read)
 
 
 async def _receive(
@@ -91,7 +89,7 @@ async def _receive(
     try:
         _check_content_type(request, content_types)
         body = await _read_body(request, app.settings.ingest.max_body_size)
-        events = await read(request, app, body)
+        events = await read(request, body)
         result = await app.intake.submit(events)
         response = _stored(source, app, result)
     except VerificationError as exc:
