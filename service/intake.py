@@ -109,11 +109,11 @@ class JobPolicy:
         ingest = settings.ingest
         return cls(
             queue=ingest.queue,
-            dedup_ttl=int(settings.dedup_ttl),
+            dedup_ttl=settings.dedup_window,
             backlog_high_water=ingest.backlog_high_water,
-            job_timeout=int(ingest.job_timeout),
-            result_ttl=int(ingest.result_ttl),
-            failure_ttl=int(ingest.failure_ttl),
+            job_timeout=ingest.job_timeout,
+            result_ttl=ingest.result_ttl,
+            failure_ttl=ingest.failure_ttl,
         )
 
 

@@ -12,7 +12,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-_REFERENCE = re.compile(r"\$\$\{|\$\{(file:[^}]+|[^}:]+)(?::-([^}]*))?\}")
+# An escaped "$${", a reference, or any other "${" (refused as malformed).
+_REFERENCE = re.compile(r"\$\$\{|\$\{(?:\s*(file:[^}]+|[A-Za-z_][A-Za-z0-9_]*)\s*(?::-([^}]*))?\})?")
 
 
 class InterpolationError(ValueError):
@@ -43,6 +44,13 @@ def _resolve(text: str, environ: Mapping[str, str], key_path: str) -> str:
     def replace(match: re.Match[str]) -> str:
         if match.group(0) == "$${":
             return "${"
+        if match.group(1) is None:
+            # "${" that does not start a reference, e.g. the typo ${VAR:default}: kept as text it
+            # would silently become a hash, a password or a URL.
+            raise InterpolationError(
+                key_path,
+                "malformed ${...} reference; write ${VAR}, ${VAR:-default}, ${file:/path}, or $${ for a literal",
+            )
         name, default = match.group(1).strip(), match.group(2)
         if name.startswith("file:"):
             return _read_secret_file(name.removeprefix("file:"), key_path)

@@ -8,11 +8,13 @@ Errors::
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import redis.connection
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
@@ -21,7 +23,8 @@ from service.interpolate import InterpolationError, interpolate
 from service.secret import Secret
 from service.timeutil import parse_duration, parse_size
 
-_HTTP_URL = re.compile(r"^https?://[^\s/]+(/\S*)?$")
+_HTTP_URL = re.compile(r"^(https?)://(?:[^\s/@]*@)?(\[[^\]]+\]|[^\s/:]+)(?::\d+)?(?:/\S*)?$")
+_LOOPBACK = frozenset({"127.0.0.1", "[::1]", "localhost"})
 
 
 class ConfigError(Exception):
@@ -40,10 +43,34 @@ def _to_secret(value: object) -> object:
     return Secret(value)
 
 
-def _http_url(value: object) -> object:
-    if not isinstance(value, str) or _HTTP_URL.match(value) is None:
-        raise ValueError("must be an http:// or https:// URL")
+def _key_url(value: object) -> object:
+    # The signing keys are the root of trust: fetched in clear, anyone on the path could swap them.
+    match = _HTTP_URL.match(value) if isinstance(value, str) else None
+    if match is None:
+        raise ValueError("must be an https:// URL")
+    if match.group(1) == "http" and match.group(2) not in _LOOPBACK:
+        raise ValueError("must be https://; plain http is allowed only for 127.0.0.1, ::1 or localhost")
     return value
+
+
+def _redis_url(value: object) -> object:
+    secret = _to_secret(value)
+    assert isinstance(secret, Secret)
+    try:
+        redis.connection.parse_url(secret.reveal())  # type: ignore[no-untyped-call]
+    except ValueError:
+        # The value is not repeated: a Redis URL may carry a password.
+        raise ValueError(
+            "is not a Redis URL; use redis://[:password@]host:port/db, rediss://... or unix:///path"
+        ) from None
+    return secret
+
+
+def _whole_seconds(value: object) -> int:
+    seconds = parse_duration(value)  # type: ignore[arg-type]
+    if seconds < 1:
+        raise ValueError(f"{value!r} is shorter than one second, the smallest time-to-live Redis keeps")
+    return math.ceil(seconds)
 
 
 def _to_list(value: object) -> object:
@@ -51,10 +78,13 @@ def _to_list(value: object) -> object:
 
 
 SecretStr = Annotated[Secret, BeforeValidator(_to_secret)]
+RedisUrl = Annotated[Secret, BeforeValidator(_redis_url)]
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+# Times that become Redis TTLs or rq timeouts: whole seconds, at least one.
+Ttl = Annotated[int, BeforeValidator(_whole_seconds)]
 Size = Annotated[int, BeforeValidator(parse_size)]
-OneOrMany = Annotated[list[str], BeforeValidator(_to_list)]
-HttpUrl = Annotated[str, BeforeValidator(_http_url)]
+OneOrMany = Annotated[list[Annotated[str, Field(min_length=1)]], BeforeValidator(_to_list), Field(min_length=1)]
+KeyUrl = Annotated[str, BeforeValidator(_key_url)]
 
 
 class _Model(BaseModel):
@@ -64,14 +94,14 @@ class _Model(BaseModel):
 class V3Source(_Model):
     """Akamai Webhooks v3: Security Event Tokens signed with RS256, keys from a JWKS URL."""
 
-    jwks_url: HttpUrl
+    jwks_url: KeyUrl
     issuer: OneOrMany | None = None
     audience: OneOrMany | None = None
     # Akamai's last retry comes about 25 h after the event; 48 h leaves room for our own outages.
-    max_age: Duration = 48 * 3600.0
+    max_age: Ttl = 48 * 3600
     clock_skew: Duration = 60.0
     jwks_refresh_cooldown: Duration = 30.0
-    jwks_cache_ttl: Duration = 3600.0
+    jwks_cache_ttl: Ttl = 3600
     jwks_timeout: Duration = 5.0
 
 
@@ -86,6 +116,15 @@ class LegacySource(_Model):
     callback_hashes: list[SecretStr] = []
     basic_auth: BasicAuth | None = None
 
+    @model_validator(mode="after")
+    def _authenticated(self) -> LegacySource:
+        if not self.callback_hashes and self.basic_auth is None:
+            raise ValueError(
+                "configure callback_hashes and/or basic_auth: the legacy protocol has no signature, "
+                "so without them anyone could inject events (remove sources.legacy to turn the route off)"
+            )
+        return self
+
 
 class Sources(_Model):
     v3: V3Source | None = None
@@ -95,15 +134,18 @@ class Sources(_Model):
 class Ingest(_Model):
     queue: str = Field(default="capture-events", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     max_body_size: Size = 64 * 1024
-    # Above this many waiting jobs the service answers 503 so that Capture retries later.
+    # A legacy batch is stored in one script: its size bounds how long Redis and the event loop
+    # are busy with one request.
+    max_batch_size: int = Field(default=1000, gt=0)
+    # With this many jobs waiting the service answers 503 so that Capture retries later.
     backlog_high_water: int = Field(default=100_000, gt=0)
-    retry_after: Duration = 30.0
+    retry_after: Ttl = 30
     # How long a delivery id is remembered; defaults to max_age + 1 h so that any retry
     # Capture may still send is recognised.
-    dedup_ttl: Duration | None = None
-    job_timeout: Duration = 600.0
-    result_ttl: Duration = 3600.0
-    failure_ttl: Duration = 14 * 86400.0
+    dedup_ttl: Ttl | None = None
+    job_timeout: Ttl = 600
+    result_ttl: Ttl = 3600
+    failure_ttl: Ttl = 14 * 86400
 
 
 class Server(_Model):
@@ -114,7 +156,7 @@ class Server(_Model):
 class WorkerSettings(_Model):
     metrics_port: int | None = Field(default=None, ge=1, le=65535)
     # How often a live worker looks for jobs of dead workers; rq's default of 600 s is too slow.
-    maintenance_interval: Duration = 60.0
+    maintenance_interval: Ttl = 60
 
 
 class Logging(_Model):
@@ -125,7 +167,7 @@ class Logging(_Model):
 class Settings(_Model):
     """The whole configuration of one deployment."""
 
-    redis_url: SecretStr = Secret("redis://localhost:6379/0")
+    redis_url: RedisUrl = Secret("redis://localhost:6379/0")
     sources: Sources = Sources()
     ingest: Ingest = Ingest()
     server: Server = Server()
@@ -145,12 +187,12 @@ class Settings(_Model):
         return self
 
     @property
-    def dedup_ttl(self) -> float:
-        """Seconds a delivery id is remembered."""
+    def dedup_window(self) -> int:
+        """Seconds a delivery id is remembered: ``ingest.dedup_ttl``, or ``max_age`` + 1 h."""
         if self.ingest.dedup_ttl is not None:
             return self.ingest.dedup_ttl
-        max_age = self.sources.v3.max_age if self.sources.v3 is not None else 48 * 3600.0
-        return max_age + 3600.0
+        max_age = self.sources.v3.max_age if self.sources.v3 is not None else 48 * 3600
+        return max_age + 3600
 
 
 def load(path: str | Path, environ: Mapping[str, str]) -> Settings:
@@ -163,6 +205,8 @@ def load(path: str | Path, environ: Mapping[str, str]) -> Settings:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError([(str(path), f"cannot read the config file: {exc.strerror}")]) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError([(str(path), f"not UTF-8 text (byte {exc.start})")]) from exc
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -182,7 +182,7 @@ def _refused(source: str, app: AppDeps, exc: VerificationError) -> Response:
 def _unavailable(source: str, app: AppDeps, reason: str, detail: str) -> Response:
     app.metrics.webhooks_received.labels(source, "unavailable").inc()
     log.warning("webhook.unavailable", source=source, status=503, reason=reason, detail=detail)
-    retry_after = str(max(1, round(app.settings.ingest.retry_after)))
+    retry_after = str(app.settings.ingest.retry_after)
     return JSONResponse(
         {"status": "unavailable", "reason": reason}, status_code=503, headers={"Retry-After": retry_after}
     )

@@ -154,9 +154,9 @@ def test_form_encoded_is_415(make_settings: SettingsFactory) -> None:
     assert response.status_code == 415
 
 
-def test_off_without_credentials(make_settings: SettingsFactory) -> None:
-    """With neither a hash nor Basic credentials configured the route is off (404)."""
-    settings = make_settings(sources={"legacy": {}})
+def test_off_when_not_configured(make_settings: SettingsFactory) -> None:
+    """Without sources.legacy the route is off (404); a legacy section without credentials does not validate."""
+    settings = make_settings(sources={"v3": {"jwks_url": "https://v1.api.us.janrain.com/x/login/jwk"}})
 
     response = post(settings, [element()])
 

@@ -81,7 +81,7 @@ class TestDefaults:
 
         settings = from_mapping(data, {})
 
-        assert settings.dedup_ttl == 11 * 3600.0
+        assert settings.dedup_window == 11 * 3600.0
 
     def test_dedup_ttl_at_least_max_age_is_accepted(self) -> None:
         """A configured dedup_ttl equal to max_age is kept."""
@@ -89,7 +89,7 @@ class TestDefaults:
 
         settings = from_mapping(data, {})
 
-        assert settings.dedup_ttl == 10 * 3600.0
+        assert settings.dedup_window == 10 * 3600.0
 
     def test_settings_are_frozen(self) -> None:
         """Settings cannot be changed after validation."""
@@ -373,3 +373,95 @@ class TestLoad:
 
         assert not any(secret in text for secret in ("redis-pw-123", "hash-value-456", "basic-pw-789"))
         assert isinstance(from_mapping(data, {}).redis_url, Secret)
+
+
+class TestValuesThatWouldLoseEvents:
+    """Values that validate in form but would make the service drop or refuse every event."""
+
+    @pytest.mark.parametrize("url", ["http://redis:6379/0", "redis://:secret-pw@host:port/0", "not a url"])
+    def test_redis_url_that_cannot_work_is_refused_without_echoing_it(self, url: str) -> None:
+        """A malformed redis_url is a config error, and the message does not repeat it (it may hold a password)."""
+        problems = _problems({"redis_url": url})
+
+        assert problems[0][0] == "redis_url"
+        assert "secret-pw" not in problems[0][1]
+        assert "is not a Redis URL" in problems[0][1]
+
+    @pytest.mark.parametrize(
+        ("section", "key", "value"),
+        [
+            ("ingest", "dedup_ttl", "0.5s"),
+            ("ingest", "job_timeout", 0),
+            ("ingest", "result_ttl", "200ms"),
+            ("ingest", "retry_after", 0),
+            ("worker", "maintenance_interval", "0s"),
+        ],
+    )
+    def test_times_under_a_second_are_refused(self, section: str, key: str, value: object) -> None:
+        """Redis TTLs and rq timeouts are whole seconds; a value that would round to 0 is an error."""
+        problems = _problems({section: {key: value}})
+
+        assert problems == [
+            (f"{section}.{key}", f"{value!r} is shorter than one second, the smallest time-to-live Redis keeps")
+        ]
+
+    def test_fractions_round_up(self) -> None:
+        """1.5 s becomes 2 s, never less than asked."""
+        settings = from_mapping({"ingest": {"job_timeout": "1.5s"}}, {})
+
+        assert settings.ingest.job_timeout == 2
+
+    def test_max_age_under_a_second_is_refused(self) -> None:
+        """max_age 0 would refuse every token as too old."""
+        problems = _problems(_v3(max_age=0))
+
+        assert problems[0][0] == "sources.v3.max_age"
+
+    @pytest.mark.parametrize(
+        ("overrides", "where"),
+        [({"issuer": ""}, "sources.v3.issuer[0]"), ({"audience": []}, "sources.v3.audience")],
+        ids=["empty-issuer", "empty-audience-list"],
+    )
+    def test_empty_issuer_or_audience_is_refused(self, overrides: dict[str, Any], where: str) -> None:
+        """An unset ${ISSUER:-} must not become an issuer no token has, nor [] switch the check off."""
+        problems = _problems(_v3(**overrides))
+
+        assert problems[0][0] == where
+
+    def test_plain_http_jwks_url_is_refused(self) -> None:
+        """Keys fetched in clear could be swapped on the way; only https is accepted."""
+        problems = _problems(_v3(jwks_url="http://v1.api.us.janrain.com/x/login/jwk"))
+
+        assert problems[0][0] == "sources.v3.jwks_url"
+        assert "https" in problems[0][1]
+
+    @pytest.mark.parametrize("host", ["127.0.0.1:8080", "localhost", "[::1]:9000"])
+    def test_plain_http_jwks_url_on_loopback_is_allowed(self, host: str) -> None:
+        """A local simulator may serve its keys over plain http on loopback."""
+        settings = from_mapping(_v3(jwks_url=f"http://{host}/jwk"), {})
+
+        assert settings.sources.v3 is not None
+
+    def test_legacy_without_credentials_is_refused(self) -> None:
+        """A legacy section without a hash or Basic credentials would accept nothing; it is an error."""
+        problems = _problems({"sources": {"legacy": {}}})
+
+        assert problems[0][0] == "sources.legacy"
+        assert "callback_hashes and/or basic_auth" in problems[0][1]
+
+    def test_reference_typo_is_refused(self) -> None:
+        """${VAR:default} (missing '-') would otherwise become the literal text of a secret."""
+        problems = _problems({"sources": {"legacy": {"callback_hashes": ["${HASH:abc}"]}}}, {"HASH": "x"})
+
+        assert problems[0][0] == "sources.legacy.callback_hashes[0]"
+        assert "malformed ${...} reference" in problems[0][1]
+
+    def test_file_that_is_not_utf8(self, tmp_path: Path) -> None:
+        """A config file in another encoding is a config error, not a traceback."""
+        path = tmp_path / "config.yaml"
+        path.write_bytes(b"redis_url: \xff\xfe\n")
+
+        with pytest.raises(ConfigError) as caught:
+            load(path, {})
+
+        assert "not UTF-8" in caught.value.problems[0][1]
