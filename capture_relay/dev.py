@@ -93,7 +93,8 @@ def _demo(
         processed = False
     else:
         _say(f"\nsample legacy webhook -> HTTP {response.status_code} {response.text}")
-        processed = response.status_code == 202 and _wait_for_job(redis_url, response.json()["event_ids"][0])
+        answer = response.json() if response.status_code == 200 else {}
+        processed = answer.get("status") == "accepted" and _wait_for_job(redis_url, answer["event_ids"][0])
     _say(f"worker processed the sample event: {'yes' if processed else 'NO'}")
     _say(
         "\nsend your own (Ctrl-C stops everything):\n"

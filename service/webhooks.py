@@ -26,6 +26,7 @@ from service.verify.errors import (
     UnauthenticDeliveryError,
     UnsupportedMediaError,
     VerificationError,
+    shown,
 )
 from service.verify.legacy import check_basic_auth, check_hashes, parse_batch
 from service.verify.set_token import verify_token
@@ -35,12 +36,16 @@ log = structlog.get_logger(__name__)
 V3_CONTENT_TYPES = frozenset({"application/secevent+jwt", "application/jwt", "text/plain"})
 LEGACY_CONTENT_TYPES = frozenset({"application/json", "text/plain"})
 
-_STATUS = {
+_STATUS: dict[type[VerificationError], tuple[int, str]] = {
     MalformedDeliveryError: (400, "malformed"),
     UnauthenticDeliveryError: (401, "unauthentic"),
     BodyTooLargeError: (413, "too_large"),
     UnsupportedMediaError: (415, "unsupported_media_type"),
+    VerificationError: (400, "malformed"),
 }
+# v3 answers 202 as push delivery (RFC 8935) does. Janrain retries a legacy delivery on any
+# answer but 200 (protocol reference 2.3), so a stored legacy batch is answered 200.
+_ACCEPTED_STATUS = {"v3": 202, "legacy": 200}
 
 # Turns a request and its (size-checked) body into verified events; raises VerificationError.
 EventReader = Callable[[Request, bytes], Awaitable[list[Event]]]
@@ -75,7 +80,7 @@ async def receive_legacy(request: Request) -> Response:
 
     async def read(request: Request, body: bytes) -> list[Event]:
         check_basic_auth(request.headers.get("authorization"), legacy)
-        batch = parse_batch(body)
+        batch = parse_batch(body, app.settings.ingest.max_batch_size)
         check_hashes(batch, legacy.callback_hashes)
         return events_from_legacy(batch, received_at=app.clock())
 
@@ -103,9 +108,10 @@ async def _receive(
 def _check_content_type(request: Request, accepted: frozenset[str]) -> None:
     given = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if given not in accepted:
+        named = shown(given) if given else "(none)"
+        choices = ", ".join(sorted(accepted))
         raise UnsupportedMediaError(
-            "content_type_unsupported",
-            f"Content-Type {given or '(none)'!r} is not accepted; use one of {', '.join(sorted(accepted))}",
+            "content_type_unsupported", f"Content-Type {named} is not accepted; use one of {choices}"
         )
 
 
@@ -131,12 +137,13 @@ async def _read_body(request: Request, limit: int) -> bytes:
 
 
 def _stored(source: str, app: AppDeps, result: IntakeResult) -> Response:
+    accepted_status = _ACCEPTED_STATUS[source]
     for event in result.accepted:
-        log.info("webhook.accepted", **_ids(event), type=event.type, status=202)
+        log.info("webhook.accepted", **_ids(event), type=event.type, status=accepted_status)
     for event in result.duplicates:
         log.info("webhook.duplicate", **_ids(event), status=200)
     if not result.accepted and not result.duplicates:
-        app.metrics.webhooks_received.labels(source, "accepted").inc()
+        app.metrics.webhooks_received.labels(source, "empty").inc()
         log.info("webhook.empty", source=source, status=200)
         return JSONResponse({"status": "empty", "accepted": 0}, status_code=200)
     if not result.accepted:
@@ -152,7 +159,7 @@ def _stored(source: str, app: AppDeps, result: IntakeResult) -> Response:
             "event_ids": [event.event_id for event in result.accepted],
             "duplicates": len(result.duplicates),
         },
-        status_code=202,
+        status_code=accepted_status,
     )
 
 
@@ -166,7 +173,7 @@ def _ids(event: Event) -> dict[str, str]:
 
 
 def _refused(source: str, app: AppDeps, exc: VerificationError) -> Response:
-    status, outcome = _STATUS.get(type(exc), (400, "malformed"))
+    status, outcome = next(answer for kind, answer in _STATUS.items() if isinstance(exc, kind))
     app.metrics.webhooks_received.labels(source, outcome).inc()
     app.metrics.webhook_rejections.labels(source, exc.reason).inc()
     log.warning("webhook.rejected", source=source, status=status, reason=exc.reason, detail=exc.detail)
@@ -190,6 +197,7 @@ def _unavailable(source: str, app: AppDeps, reason: str, detail: str) -> Respons
 
 def _not_configured(app: AppDeps, source: str) -> Response:
     app.metrics.webhooks_received.labels(source, "disabled").inc()
+    log.warning("webhook.rejected", source=source, status=404, reason="source_disabled")
     return JSONResponse(
         {"status": "rejected", "reason": "source_disabled", "detail": f"sources.{source} is not configured"},
         status_code=404,

@@ -15,6 +15,14 @@ reused as a metric label and a log field, so it stays short and from a fixed set
 
 from __future__ import annotations
 
+_SHOWN_LENGTH = 64
+
+
+def shown(value: object) -> str:
+    """``repr`` of a value taken from the request, cut short: details echo it into answers and logs."""
+    text = repr(value)
+    return text if len(text) <= _SHOWN_LENGTH else text[: _SHOWN_LENGTH - 1] + "…"
+
 
 class VerificationError(Exception):
     """A delivery that is refused; ``reason`` is a stable token, ``detail`` a sentence for people."""

@@ -16,7 +16,7 @@ import jwt
 import structlog
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
-from service.verify.errors import KeysUnavailableError, UnauthenticDeliveryError
+from service.verify.errors import KeysUnavailableError, UnauthenticDeliveryError, shown
 
 log = structlog.get_logger(__name__)
 
@@ -69,8 +69,10 @@ class JwksCache:
         if self._last_failure is not None:
             raise KeysUnavailableError(self._last_failure)
         if not refetched:
-            raise KeysUnavailableError(f"kid {kid!r} is not in the cached JWKS and the refetch cool-down is running")
-        raise UnauthenticDeliveryError("kid_unknown", f"no key with kid {kid!r} in the JWKS at {self.url}")
+            raise KeysUnavailableError(
+                f"kid {shown(kid)} is not in the cached JWKS and the refetch cool-down is running"
+            )
+        raise UnauthenticDeliveryError("kid_unknown", f"no key with kid {shown(kid)} in the JWKS at {self.url}")
 
     async def ensure_loaded(self, now: float) -> bool:
         """Load the keys if none are loaded yet; True when keys are available (for ``/readyz``)."""

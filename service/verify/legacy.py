@@ -15,7 +15,7 @@ import orjson
 
 from service.secret import Secret
 from service.settings import LegacySource
-from service.verify.errors import MalformedDeliveryError, UnauthenticDeliveryError
+from service.verify.errors import BodyTooLargeError, MalformedDeliveryError, UnauthenticDeliveryError
 
 MAX_UUID_LENGTH = 128
 
@@ -39,7 +39,7 @@ def check_basic_auth(authorization: str | None, source: LegacySource) -> None:
         raise UnauthenticDeliveryError("basic_auth_invalid", "the HTTP Basic credentials do not match")
 
 
-def parse_batch(body: bytes) -> list[dict[str, Any]]:
+def parse_batch(body: bytes, max_elements: int) -> list[dict[str, Any]]:
     """Parse and shape-check the batch; a 400 names the offending element index and field."""
     try:
         batch = orjson.loads(body)
@@ -47,6 +47,10 @@ def parse_batch(body: bytes) -> list[dict[str, Any]]:
         raise MalformedDeliveryError("body_malformed", "the body is not JSON") from exc
     if not isinstance(batch, list):
         raise MalformedDeliveryError("body_malformed", "the body must be a JSON array of objects")
+    if len(batch) > max_elements:
+        raise BodyTooLargeError(
+            "batch_too_large", f"the batch has {len(batch)} elements; ingest.max_batch_size is {max_elements}"
+        )
     for index, element in enumerate(batch):
         if not isinstance(element, dict):
             raise MalformedDeliveryError("body_malformed", f"[{index}]: must be a JSON object")

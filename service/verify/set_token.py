@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
 from service.settings import V3Source
-from service.verify.errors import MalformedDeliveryError, UnauthenticDeliveryError
+from service.verify.errors import MalformedDeliveryError, UnauthenticDeliveryError, shown
 from service.verify.jwks import JwksCache
 
 ALGORITHM = "RS256"
@@ -66,7 +66,7 @@ async def verify_token(token: str, jwks: JwksCache, policy: V3Policy, now: float
     _check_header(header, policy)
     key = await jwks.key_for(header["kid"], now)
     _check_signature(token, key.key)
-    claims = _claims(_b64decode(token.split(".")[1]))
+    claims = _claims(token.split(".")[1])
     check_claims(claims, policy, now)
     return claims
 
@@ -106,11 +106,11 @@ def _b64decode(segment: str) -> bytes:
 def _check_header(header: dict[str, Any], policy: V3Policy) -> None:
     if header.get("alg") != ALGORITHM:
         raise UnauthenticDeliveryError(
-            "alg_not_allowed", f"alg {header.get('alg')!r} is not accepted; only {ALGORITHM} is"
+            "alg_not_allowed", f"alg {shown(header.get('alg'))} is not accepted; only {ALGORITHM} is"
         )
     typ = header.get("typ")
     if not isinstance(typ, str) or typ.lower() not in _ACCEPTED_TYP:
-        raise UnauthenticDeliveryError("typ_not_allowed", f"typ {typ!r} is not accepted; expected secevent+jwt")
+        raise UnauthenticDeliveryError("typ_not_allowed", f"typ {shown(typ)} is not accepted; expected secevent+jwt")
     if "jku" in header and header["jku"] != policy.jwks_url:
         raise UnauthenticDeliveryError("jku_not_allowed", "the token's jku is not the configured JWKS URL")
     if any(param in header for param in _KEY_SOURCE_PARAMS):
@@ -122,9 +122,11 @@ def _check_header(header: dict[str, Any], policy: V3Policy) -> None:
         raise UnauthenticDeliveryError("kid_missing", "the token's header has no kid")
 
 
-def _claims(payload: bytes) -> dict[str, Any]:
+def _claims(encoded_payload: str) -> dict[str, Any]:
     try:
-        claims = orjson.loads(payload)
+        claims = orjson.loads(_b64decode(encoded_payload))
+    except binascii.Error as exc:
+        raise MalformedDeliveryError("claims_malformed", "the token's payload is not base64url") from exc
     except ValueError as exc:
         raise MalformedDeliveryError("claims_malformed", "the token's payload is not JSON") from exc
     if not isinstance(claims, dict):

@@ -160,7 +160,7 @@ def test_dev_once_runs_the_whole_stack() -> None:
     )
 
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "sample legacy webhook -> HTTP 202" in result.stdout
+    assert 'sample legacy webhook -> HTTP 200 {"status":"accepted"' in result.stdout
     assert "worker processed the sample event: yes" in result.stdout
 
 

@@ -42,12 +42,13 @@ def jobs(connection: redis.Redis) -> list[dict[str, Any]]:
 
 
 def test_batch_becomes_one_job_per_element(make_settings: SettingsFactory, redis_client: redis.Redis) -> None:
-    """A batch of two is answered 202 and stored as two events with uuid and occurred_at."""
+    """A batch of two is answered 200 (Janrain retries anything else) and stored as two events."""
     body = [element(UUID_A), element(UUID_B, datetime="2024-05-01 12:34:57.000001 +0000")]
 
     response = post(make_settings(), body)
 
-    assert response.status_code == 202, response.text
+    assert response.status_code == 200, response.text
+    assert response.json()["status"] == "accepted"
     stored = jobs(redis_client)
     assert [event["uuid"] for event in stored] == [UUID_A, UUID_B]
     assert stored[0]["occurred_at"] == pytest.approx(1714566896.123456)
@@ -62,7 +63,8 @@ def test_retried_batch_is_a_duplicate(make_settings: SettingsFactory, redis_clie
         first = client.post(LEGACY, json=body)
         second = client.post(LEGACY, json=body)
 
-    assert (first.status_code, second.status_code) == (202, 200)
+    assert (first.json()["status"], second.json()["status"]) == ("accepted", "duplicate")
+    assert (first.status_code, second.status_code) == (200, 200)
     assert len(jobs(redis_client)) == 2
 
 
@@ -74,7 +76,7 @@ def test_partially_seen_batch_stores_the_new_elements(
         client.post(LEGACY, json=[element(UUID_A)])
         response = client.post(LEGACY, json=[element(UUID_A), element(UUID_B)])
 
-    assert response.status_code == 202
+    assert response.status_code == 200
     assert response.json()["duplicates"] == 1
     assert [event["uuid"] for event in jobs(redis_client)] == [UUID_A, UUID_B]
 
@@ -83,7 +85,7 @@ def test_minimal_janrain_body(make_settings: SettingsFactory, redis_client: redi
     """Janrain's own tools send only uuid (and the hash); that is enough."""
     response = post(make_settings(), [{"uuid": UUID_A, "hash": LEGACY_HASH}])
 
-    assert response.status_code == 202
+    assert response.status_code == 200
     assert jobs(redis_client)[0]["type"] == "entityUpdated"
 
 
@@ -178,7 +180,7 @@ class TestBasicAuth:
         """The right user and password are accepted, without any hash in the body."""
         response = post(settings, [{"uuid": UUID_A}], headers=self._auth("janrain", "s3cret-pw"))
 
-        assert response.status_code == 202
+        assert response.status_code == 200
 
     @pytest.mark.parametrize(
         "headers",
@@ -210,3 +212,14 @@ class TestBasicAuth:
         without_basic = post(settings, [element()])
 
         assert (without_hash.status_code, without_basic.status_code) == (401, 401)
+
+
+def test_batch_over_the_element_limit_is_413(make_settings: SettingsFactory, redis_client: redis.Redis) -> None:
+    """A batch longer than ingest.max_batch_size is refused whole, naming the limit."""
+    settings = make_settings(ingest={"max_batch_size": 3})
+
+    response = post(settings, [element(f"uuid-{index}") for index in range(4)])
+
+    assert response.status_code == 413
+    assert response.json()["detail"] == "the batch has 4 elements; ingest.max_batch_size is 3"
+    assert redis_client.dbsize() == 0

@@ -68,7 +68,7 @@ class TestVectors:
         expected = vector["expected"]
 
         def receive() -> list[str]:
-            batch = parse_batch(_body(vector["body"]))
+            batch = parse_batch(_body(vector["body"]), 1000)
             check_hashes(batch, hashes)
             return [event.uuid for event in events_from_legacy(batch, received_at=0.0)]
 
@@ -86,7 +86,7 @@ class TestParseBatch:
         """A well-formed batch comes back as parsed, unknown keys included."""
         batch = [_element(), _element(uuid=UUID_B, action="delete", somethingNew=[1, 2])]
 
-        parsed = parse_batch(_body(batch))
+        parsed = parse_batch(_body(batch), 1000)
 
         assert parsed == batch
 
@@ -94,7 +94,7 @@ class TestParseBatch:
         """[] is a valid (empty) batch."""
         body = b"[]"
 
-        parsed = parse_batch(body)
+        parsed = parse_batch(body, 1000)
 
         assert parsed == []
 
@@ -131,7 +131,7 @@ class TestParseBatch:
     def test_malformed_batches_name_the_index_and_field(self, body: bytes, detail: str) -> None:
         """A 400 says which element and which field is wrong."""
         with pytest.raises(MalformedDeliveryError) as caught:
-            parse_batch(body)
+            parse_batch(body, 1000)
 
         assert (caught.value.reason, caught.value.detail) == ("body_malformed", detail)
 
