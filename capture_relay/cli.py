@@ -12,10 +12,12 @@ import sys
 from collections.abc import Mapping, Sequence
 from importlib.metadata import version
 
+import redis
 import uvicorn
 
 from service.app import create_app
 from service.logs import configure_logging
+from service.secret import mask_url
 from service.settings import ConfigError, Settings, load
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -81,6 +83,9 @@ def settings_from(args: argparse.Namespace, environ: Mapping[str, str]) -> Setti
 
 def _serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     settings = settings_from(args, environ)
+    if settings.sources.v3 is None and settings.sources.legacy is None:
+        # It would start, pass its probes, and answer 404 to every webhook.
+        raise ConfigError([("sources", "no webhook source is configured; configure sources.v3 and/or sources.legacy")])
     configure_logging(settings.logging.level, settings.logging.format)
     host = args.host or settings.server.host
     port = args.port or settings.server.port
@@ -122,7 +127,12 @@ def _worker(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
 
     settings = settings_from(args, environ)
     configure_logging(settings.logging.level, settings.logging.format)
-    run_worker(settings, burst=args.burst)
+    try:
+        run_worker(settings, burst=args.burst)
+    except redis.ConnectionError as exc:
+        # One line an operator can act on, not rq's traceback; the password stays masked.
+        sys.stderr.write(f"capture-relay: cannot reach Redis at {mask_url(settings.redis_url.reveal())}: {exc}\n")
+        return EXIT_FAILURE
     return EXIT_OK
 
 

@@ -29,7 +29,7 @@ SAFE_FIELDS = frozenset(
         "event_id", "delivery_id", "job_id", "uuid", "type", "entity_type",
         "accepted", "duplicates", "count", "queue", "queues",
         "destination", "route", "attempt",
-        "url", "host", "port", "worker", "version", "config", "redis_url", "pid",
+        "url", "host", "port", "worker", "version", "config", "pid",
     }
 )  # fmt: skip
 

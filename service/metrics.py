@@ -15,6 +15,9 @@ import structlog
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from rq import Queue
+from rq.job import Job
+from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
 
 log = structlog.get_logger(__name__)
 
@@ -95,19 +98,26 @@ class QueueCollector(Collector):
         yield from (depth, age, jobs)
 
     def _read(self, queue: str) -> tuple[int, float, dict[str, int]]:
+        # Key names come from rq itself, so a change of rq's layout cannot silently zero the gauges.
+        queue_key = Queue(queue, connection=self._redis).key
+        registries = {
+            "started": StartedJobRegistry(queue, connection=self._redis).key,
+            "scheduled": ScheduledJobRegistry(queue, connection=self._redis).key,  # type: ignore[no-untyped-call]
+            "failed": FailedJobRegistry(queue, connection=self._redis).key,
+        }
         with self._redis.pipeline(transaction=False) as pipe:
-            pipe.llen(f"rq:queue:{queue}")
-            pipe.lindex(f"rq:queue:{queue}", 0)
-            for state in ("wip", "scheduled", "failed"):
-                pipe.zcard(f"rq:{state}:{queue}")
-            waiting, head, started, scheduled, failed = pipe.execute()
+            pipe.llen(queue_key)
+            pipe.lindex(queue_key, 0)
+            for key in registries.values():
+                pipe.zcard(key)
+            waiting, head, *sizes = pipe.execute()
         oldest = 0.0
         if head is not None:
-            enqueued = self._redis.hget(f"rq:job:{_text(head)}", "enqueued_at")
+            enqueued = self._redis.hget(Job.key_for(_text(head)), "enqueued_at")
             if enqueued:
                 stamp = datetime.strptime(_text(enqueued), "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
                 oldest = max(0.0, self._clock() - stamp.timestamp())
-        return waiting, oldest, {"started": started, "scheduled": scheduled, "failed": failed}
+        return waiting, oldest, dict(zip(registries, sizes, strict=True))
 
 
 def _text(value: bytes | str) -> str:

@@ -36,7 +36,7 @@ def run_worker(settings: Settings, *, burst: bool = False) -> bool:
         [queue],
         connection=connection,
         serializer=JSONSerializer,
-        maintenance_interval=int(settings.worker.maintenance_interval),
+        maintenance_interval=settings.worker.maintenance_interval,
         # Job descriptions carry ids only, but keep rq from logging them at all.
         log_job_description=False,
     )

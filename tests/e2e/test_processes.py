@@ -188,3 +188,27 @@ def test_serve_on_a_taken_port_exits_1(config_file: Path) -> None:
 
     assert result.returncode == 1
     assert "address already in use" in result.stdout
+
+
+def test_worker_without_redis_says_so_in_one_line(tmp_path: Path) -> None:
+    """A worker that cannot reach Redis exits 1 with one line naming the masked URL, no traceback."""
+    path = tmp_path / "config.yaml"
+    path.write_text(f"redis_url: redis://:hunter2@127.0.0.1:{free_port()}/0\n")
+
+    result = subprocess.run([*COMMAND, "worker", "--config", str(path)], capture_output=True, text=True, timeout=30)
+
+    assert result.returncode == 1
+    assert "capture-relay: cannot reach Redis at redis://:****@127.0.0.1:" in result.stderr
+    assert "hunter2" not in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_without_any_source_exits_2(tmp_path: Path) -> None:
+    """An ingress with no source would answer 404 to everything; it refuses to start."""
+    path = tmp_path / "config.yaml"
+    path.write_text("redis_url: redis://127.0.0.1:6399/0\n")
+
+    result = subprocess.run([*COMMAND, "serve", "--config", str(path)], capture_output=True, text=True, timeout=30)
+
+    assert result.returncode == 2
+    assert "sources: no webhook source is configured" in result.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
@@ -10,6 +11,8 @@ from typing import Any
 
 import jwt
 import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding
 
 from service.settings import V3Source
 from service.verify.errors import KeysUnavailableError, MalformedDeliveryError, UnauthenticDeliveryError
@@ -547,6 +550,22 @@ class TestMalformedToken:
             await verify_token(token, make_cache(), make_policy(), now=NOW)
 
         assert caught.value.reason == "signature_invalid"
+
+    async def test_signed_payload_that_is_not_base64url_is_malformed(
+        self, make_cache: CacheFactory, make_policy: PolicyFactory, signing_key: SigningKey
+    ) -> None:
+        """A correctly signed token whose payload segment cannot be base64url (5 characters) is a 400, not a 500."""
+        header = base64.urlsafe_b64encode(
+            json.dumps({"alg": "RS256", "typ": "secevent+jwt", "kid": signing_key.kid}).encode()
+        )
+        signing_input = header.rstrip(b"=") + b".AAAAA"
+        signature = signing_key.private.sign(signing_input, padding.PKCS1v15(), hashes.SHA256())
+        token = (signing_input + b"." + base64.urlsafe_b64encode(signature).rstrip(b"=")).decode()
+
+        with pytest.raises(MalformedDeliveryError) as caught:
+            await verify_token(token, make_cache(), make_policy(), now=NOW)
+
+        assert caught.value.reason == "claims_malformed"
 
     async def test_signature_that_is_not_base64url_is_malformed(
         self, make_cache: CacheFactory, make_policy: PolicyFactory, signing_key: SigningKey
