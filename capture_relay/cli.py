@@ -41,7 +41,12 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="capture-relay", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="capture-relay",
+        description="Receive Janrain Capture / Akamai Identity Cloud webhooks, verify them, store them "
+        "durably in Redis, and process them with workers.",
+        epilog="Exit status: 0 ok, 1 failure, 2 bad usage or invalid configuration.",
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     serve = commands.add_parser("serve", help="run the webhook ingress (HTTP)")
