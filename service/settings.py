@@ -35,7 +35,7 @@ class ConfigError(Exception):
         super().__init__("\n".join(f"{path}: {problem}" for path, problem in problems))
 
 
-def _to_secret(value: object) -> object:
+def _to_secret(value: object) -> Secret:
     if isinstance(value, Secret):
         return value
     if not isinstance(value, str) or not value:
@@ -55,7 +55,6 @@ def _key_url(value: object) -> object:
 
 def _redis_url(value: object) -> object:
     secret = _to_secret(value)
-    assert isinstance(secret, Secret)
     try:
         redis.connection.parse_url(secret.reveal())  # type: ignore[no-untyped-call]
     except ValueError:
