@@ -16,12 +16,12 @@ from typing import Annotated, Any, Literal
 
 import redis.connection
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
 from service.interpolate import InterpolationError, interpolate
 from service.secret import Secret
-from service.timeutil import parse_duration, parse_size
+from service.timeutil import parse_duration, parse_rate, parse_size
 
 _HTTP_URL = re.compile(r"^(https?)://(?:[^\s/@]*@)?(\[[^\]]+\]|[^\s/:]+)(?::\d+)?(?:/\S*)?$")
 _LOOPBACK = frozenset({"127.0.0.1", "[::1]", "localhost"})
@@ -43,8 +43,9 @@ def _to_secret(value: object) -> Secret:
     return Secret(value)
 
 
-def _key_url(value: object) -> object:
-    # The signing keys are the root of trust: fetched in clear, anyone on the path could swap them.
+def _https_url(value: object) -> object:
+    # Signing keys fetched in clear could be swapped by anyone on the path, and API credentials
+    # sent in clear could be read; plain http is only for a simulator on this machine.
     match = _HTTP_URL.match(value) if isinstance(value, str) else None
     if match is None:
         raise ValueError("must be an https:// URL")
@@ -83,7 +84,8 @@ Duration = Annotated[float, BeforeValidator(parse_duration)]
 Ttl = Annotated[int, BeforeValidator(_whole_seconds)]
 Size = Annotated[int, BeforeValidator(parse_size)]
 OneOrMany = Annotated[list[Annotated[str, Field(min_length=1)]], BeforeValidator(_to_list), Field(min_length=1)]
-KeyUrl = Annotated[str, BeforeValidator(_key_url)]
+HttpsUrl = Annotated[str, BeforeValidator(_https_url), AfterValidator(lambda url: url.rstrip("/"))]
+Rate = Annotated[float, BeforeValidator(parse_rate)]
 
 
 class _Model(BaseModel):
@@ -93,7 +95,7 @@ class _Model(BaseModel):
 class V3Source(_Model):
     """Akamai Webhooks v3: Security Event Tokens signed with RS256, keys from a JWKS URL."""
 
-    jwks_url: KeyUrl
+    jwks_url: HttpsUrl
     issuer: OneOrMany | None = None
     audience: OneOrMany | None = None
     # Akamai's last retry comes about 25 h after the event; 48 h leaves room for our own outages.
@@ -147,6 +149,39 @@ class Ingest(_Model):
     failure_ttl: Ttl = 14 * 86400
 
 
+class WebhooksApi(_Model):
+    """The Akamai Identity Cloud v3 subscription API, used by ``capture-relay register``."""
+
+    # The regional API host, e.g. https://v1.api.us.janrain.com.
+    base_url: HttpsUrl
+    customer_id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9-]+$")
+    # A configuration client: it may fetch a bearer token from /{customer_id}/login/token.
+    client_id: str = Field(min_length=1)
+    client_secret: SecretStr
+
+
+class CaptureApi(_Model):
+    """The Capture API the workers fetch records from (and ``register`` manages webhooks with)."""
+
+    base_url: HttpsUrl
+    client_id: str = Field(min_length=1)
+    client_secret: SecretStr
+    # basic: HTTP Basic; signed: janrain-signed HMAC-SHA1 with a Date header (the secret never
+    # travels); params: client_id/client_secret as form fields, for old clients.
+    auth: Literal["basic", "signed", "params"] = "basic"
+    entity_type: str = Field(default="user", min_length=1)
+    # Per request; Capture's own calls time out after 10 s.
+    timeout: Duration = Field(default=10.0, gt=0)
+    # How long one call may keep retrying 510s, 5xx and timeouts before the job gives up (and
+    # RQ retries the job later).
+    retry_deadline: Duration = Field(default=30.0, gt=0)
+    # Simultaneous calls of all workers together: Capture answers 510 past its own limit.
+    max_concurrency: int = Field(default=4, ge=1)
+    # Calls per second of all workers together (N/s, N/m or N/h); none by default.
+    rate_limit: Rate | None = None
+    webhooks_api: WebhooksApi | None = None
+
+
 class Server(_Model):
     host: str = "0.0.0.0"  # noqa: S104 - a container listens on all its interfaces
     port: int = Field(default=8000, ge=1, le=65535)
@@ -168,6 +203,7 @@ class Settings(_Model):
 
     redis_url: RedisUrl = Secret("redis://localhost:6379/0")
     sources: Sources = Sources()
+    capture: CaptureApi | None = None
     ingest: Ingest = Ingest()
     server: Server = Server()
     worker: WorkerSettings = WorkerSettings()
