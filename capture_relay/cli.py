@@ -19,6 +19,7 @@ from service.app import create_app
 from service.logs import configure_logging
 from service.secret import mask_url
 from service.settings import ConfigError, Settings, load
+from simulator import cli as simulator_cli
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
@@ -64,6 +65,15 @@ def _parser() -> argparse.ArgumentParser:
     dev.add_argument("--port", type=int, default=8000, help="port of the ingress (default 8000)")
     dev.add_argument("--once", action="store_true", help="send one sample event, wait for it, then exit")
     dev.set_defaults(run=_dev)
+
+    simulate = commands.add_parser(
+        "simulate",
+        help="run a stand-in for Janrain Capture and Akamai Identity Cloud (API, JWKS, webhooks)",
+        description="Serve the Capture API, the Akamai token/JWK/subscription API and a webhook emitter "
+        "from memory, with injectable latency and failures. Control API under /__sim/.",
+    )
+    simulator_cli.add_arguments(simulate)
+    simulate.set_defaults(run=lambda args, environ: simulator_cli.run(args))
 
     show_version = commands.add_parser("version", help="print the version")
     show_version.set_defaults(run=lambda args, environ: _print(version("capture-relay")))
