@@ -13,6 +13,7 @@ from capture_relay.embedded_redis import RedisBinaryNotFoundError, RedisServer
 from service import settings as settings_module
 from service.settings import Settings
 from tests.support.servers import JwksEndpoint, serve_in_thread
+from tests.support.simulator import RunningSimulator, running_simulator
 from tests.support.tokens import AUDIENCE, ISSUER, JWKS_PATH, SigningKey
 
 ON_CI = os.environ.get("CI", "").lower() == "true"
@@ -97,3 +98,10 @@ def make_settings(redis_server: RedisServer, jwks: tuple[JwksEndpoint, str]) -> 
         return settings_module.from_mapping(data, {})
 
     return factory
+
+
+@pytest.fixture
+def capture_sim() -> Iterator[RunningSimulator]:
+    """A whole Capture simulator over real HTTP, with the default settings."""
+    with running_simulator() as running:
+        yield running
