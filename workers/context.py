@@ -1,7 +1,7 @@
 """The one start-up seam of the workers: a context built before ``work()`` and read by jobs.
 
 RQ calls job functions with their arguments only, so the clients a job needs (settings,
-metrics, later the Capture client and sinks) are installed here by ``capture-relay worker``.
+metrics, the Capture client, later the sinks) are installed here by ``capture-relay worker``.
 Only the RQ entry points call ``current()``; everything below them takes the context as a
 parameter.
 """
@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from service.metrics import WorkerMetrics
 from service.settings import Settings
+from workers.capture_api import CaptureClient
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +21,8 @@ class WorkerContext:
 
     settings: Settings
     metrics: WorkerMetrics
+    # Present when the config has a ``capture:`` section; shared by the worker's threads.
+    capture: CaptureClient | None = None
 
 
 _installed: WorkerContext | None = None

@@ -9,6 +9,8 @@ A short maintenance interval makes a live worker requeue the jobs of a killed on
 
 from __future__ import annotations
 
+from contextlib import ExitStack
+
 from prometheus_client import CollectorRegistry, start_http_server
 from rq import Queue, SimpleWorker
 from rq.serializers import JSONSerializer
@@ -17,6 +19,8 @@ from service.metrics import WorkerMetrics
 from service.redisconn import connect_worker
 from service.settings import Settings
 from workers import context
+from workers.capture_calls import CaptureApiMetrics
+from workers.capture_setup import capture_client
 from workers.context import WorkerContext
 
 
@@ -28,19 +32,23 @@ def run_worker(settings: Settings, *, burst: bool = False) -> bool:
     """
     connection = connect_worker(settings.redis_url)
     registry = CollectorRegistry()
-    context.install(WorkerContext(settings=settings, metrics=WorkerMetrics(registry)))
-    if settings.worker.metrics_port is not None:
-        start_http_server(settings.worker.metrics_port, registry=registry)
-    queue = Queue(settings.ingest.queue, connection=connection, serializer=JSONSerializer)
-    worker = SimpleWorker(
-        [queue],
-        connection=connection,
-        serializer=JSONSerializer,
-        maintenance_interval=settings.worker.maintenance_interval,
-        # Job descriptions carry ids only, but keep rq from logging them at all.
-        log_job_description=False,
-    )
-    try:
+    with ExitStack() as stack:
+        stack.callback(connection.close)
+        capture = None
+        if settings.capture is not None:
+            capture = stack.enter_context(
+                capture_client(settings.capture, connection=connection, metrics=CaptureApiMetrics(registry))
+            )
+        context.install(WorkerContext(settings=settings, metrics=WorkerMetrics(registry), capture=capture))
+        if settings.worker.metrics_port is not None:
+            start_http_server(settings.worker.metrics_port, registry=registry)
+        queue = Queue(settings.ingest.queue, connection=connection, serializer=JSONSerializer)
+        worker = SimpleWorker(
+            [queue],
+            connection=connection,
+            serializer=JSONSerializer,
+            maintenance_interval=settings.worker.maintenance_interval,
+            # Job descriptions carry ids only, but keep rq from logging them at all.
+            log_job_description=False,
+        )
         return bool(worker.work(burst=burst, with_scheduler=True, logging_level=settings.logging.level.upper()))
-    finally:
-        connection.close()

@@ -12,8 +12,10 @@ from starlette.testclient import TestClient
 from service.app import create_app
 from service.metrics import WorkerMetrics
 from tests.conftest import SettingsFactory
+from tests.support.simulator import API_CLIENT, RunningSimulator
 from tests.support.tokens import SigningKey, claims, sign
 from workers import context
+from workers.capture_api import CaptureClient
 from workers.context import WorkerContext
 from workers.pipeline import process_event
 from workers.runner import run_worker
@@ -64,3 +66,27 @@ def test_process_event_counts_by_type(make_settings: SettingsFactory) -> None:
         )
         == 1
     )
+
+
+def test_worker_opens_the_capture_client_when_configured(
+    make_settings: SettingsFactory, redis_client: redis.Redis, capture_sim: RunningSimulator
+) -> None:
+    """With a ``capture:`` section the worker's context carries a client and its metrics are exported."""
+    capture = {
+        "base_url": capture_sim.url,
+        "client_id": API_CLIENT.client_id,
+        "client_secret": API_CLIENT.client_secret,
+    }
+    settings = make_settings(capture=capture)
+
+    run_worker(settings, burst=True)
+
+    installed = context.current()
+    assert isinstance(installed.capture, CaptureClient)
+    assert installed.metrics.registry.get_sample_value("capture_relay_capture_api_in_flight") == 0
+
+
+def test_worker_without_capture_has_no_client(make_settings: SettingsFactory, redis_client: redis.Redis) -> None:
+    run_worker(make_settings(), burst=True)
+
+    assert context.current().capture is None
