@@ -12,9 +12,8 @@ import pytest
 import redis
 from prometheus_client import CollectorRegistry
 
-from capture_relay.embedded_redis import RedisServer, free_port
-from service.settings import CaptureApi, from_mapping
-from tests.support.simulator import API_CLIENT, RunningSimulator, running_simulator
+from capture_relay.embedded_redis import free_port
+from tests.support.simulator import RunningSimulator, capture_config, running_simulator
 from workers.capture_api import CaptureClient
 from workers.capture_calls import CaptureApiMetrics
 from workers.capture_errors import (
@@ -31,27 +30,13 @@ from workers.capture_setup import capture_client
 OpenClient = Callable[..., AbstractContextManager[CaptureClient]]
 
 
-def capture_config(url: str, redis_url: str, **overrides: Any) -> CaptureApi:
-    """A ``capture:`` section pointing at the simulator with its API client."""
-    section = {
-        "base_url": url,
-        "client_id": API_CLIENT.client_id,
-        "client_secret": API_CLIENT.client_secret,
-        "retry_deadline": "10s",
-        **overrides,
-    }
-    settings = from_mapping({"redis_url": redis_url, "capture": section}, {})
-    assert settings.capture is not None
-    return settings.capture
-
-
 @pytest.fixture
-def open_client(capture_sim: RunningSimulator, redis_server: RedisServer, redis_client: redis.Redis) -> OpenClient:
+def open_client(capture_sim: RunningSimulator, redis_client: redis.Redis) -> OpenClient:
     """Open a client of the running simulator with ``capture:`` overrides."""
 
     @contextmanager
     def open_(*, registry: CollectorRegistry | None = None, **overrides: Any) -> Iterator[CaptureClient]:
-        config = capture_config(capture_sim.url, redis_server.url, **overrides)
+        config = capture_config(capture_sim.url, **overrides)
         metrics = CaptureApiMetrics(registry) if registry is not None else None
         with capture_client(config, connection=redis_client, metrics=metrics) as client:
             yield client
@@ -161,11 +146,9 @@ def test_wrong_secret_is_an_auth_error_with_capture_details(open_client: OpenCli
 
 
 @pytest.mark.parametrize("error_http_status", ["ok", "mapped"])
-def test_error_envelopes_whatever_the_http_status(
-    redis_server: RedisServer, redis_client: redis.Redis, error_http_status: str
-) -> None:
+def test_error_envelopes_whatever_the_http_status(redis_client: redis.Redis, error_http_status: str) -> None:
     with running_simulator(error_http_status=error_http_status) as sim:
-        config = capture_config(sim.url, redis_server.url)
+        config = capture_config(sim.url)
         user = new_user(sim, email="x@example.com")
         with capture_client(config, connection=redis_client) as client:
             with pytest.raises(RecordNotFoundError) as missing:
@@ -251,8 +234,8 @@ def test_timeouts_are_retried_then_surface(capture_sim: RunningSimulator, open_c
     assert caught.value.reason == "timeout"
 
 
-def test_connection_refused_is_unavailable(redis_server: RedisServer, redis_client: redis.Redis) -> None:
-    config = capture_config(f"http://127.0.0.1:{free_port()}", redis_server.url, retry_deadline="0.5s")
+def test_connection_refused_is_unavailable(redis_client: redis.Redis) -> None:
+    config = capture_config(f"http://127.0.0.1:{free_port()}", retry_deadline="0.5s")
     with capture_client(config, connection=redis_client) as client, pytest.raises(CaptureUnavailableError) as caught:
         client.entity(uuid="6b004bc5-179c-45c2-815d-31b06169371d")
     assert caught.value.reason == "connection"

@@ -14,8 +14,7 @@ from pathlib import Path
 import redis
 
 from capture_relay.embedded_redis import RedisServer
-from service.settings import from_mapping
-from tests.support.simulator import API_CLIENT, RunningSimulator
+from tests.support.simulator import API_CLIENT, RunningSimulator, capture_config
 from workers.capture_setup import call_limiter, capture_client
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -80,26 +79,12 @@ def test_a_killed_holder_gives_its_slot_back_when_its_lease_ends(
     holder.communicate(timeout=10)
     killed_at = time.monotonic()
 
-    settings = from_mapping(
-        {
-            "redis_url": redis_server.url,
-            "capture": {
-                "base_url": capture_sim.url,
-                "client_id": API_CLIENT.client_id,
-                "client_secret": API_CLIENT.client_secret,
-                "max_concurrency": 1,
-                "timeout": "2s",
-                "retry_deadline": "20s",
-            },
-        },
-        {},
-    )
-    assert settings.capture is not None
-    assert call_limiter(settings.capture, redis_client).holders() == 1  # the dead process still holds it
-    with capture_client(settings.capture, connection=redis_client) as client:
+    config = capture_config(capture_sim.url, max_concurrency=1, timeout="2s", retry_deadline="20s")
+    assert call_limiter(config, redis_client).holders() == 1  # the dead process still holds it
+    with capture_client(config, connection=redis_client) as client:
         record = client.entity(uuid=uuid)
     waited = time.monotonic() - killed_at
     assert record["email"] == "killed@example.com"
     # The lease is 2 x timeout + 5 s = 9 s from the holder's start: the slot was held, then recovered.
     assert 4 < waited < 15
-    assert call_limiter(settings.capture, redis_client).holders() == 0
+    assert call_limiter(config, redis_client).holders() == 0

@@ -11,6 +11,7 @@ from typing import Any
 import httpx2
 
 from capture_relay.embedded_redis import free_port
+from service.settings import CaptureApi, from_mapping
 from simulator.app import create_app
 from simulator.config import ClientCredentials, SimulatorConfig
 from simulator.state import Simulator
@@ -18,6 +19,20 @@ from tests.support.servers import serve_in_thread
 
 API_CLIENT = ClientCredentials("it-api-client-0000000000000000", "it-api-secret-00000000000000000")
 CONFIG_CLIENT = ClientCredentials("it-config-client-000000000000", "it-config-secret-0000000000000")
+
+
+def capture_config(url: str, **overrides: Any) -> CaptureApi:
+    """A validated ``capture:`` section for the simulator at ``url`` with its API client."""
+    section = {
+        "base_url": url,
+        "client_id": API_CLIENT.client_id,
+        "client_secret": API_CLIENT.client_secret,
+        "retry_deadline": "10s",
+        **overrides,
+    }
+    settings = from_mapping({"capture": section}, {})
+    assert settings.capture is not None
+    return settings.capture
 
 
 @dataclass
