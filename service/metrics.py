@@ -15,7 +15,7 @@ import structlog
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from rq import Queue
+from rq import Queue, worker_registration
 from rq.job import Job
 from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
 
@@ -83,6 +83,11 @@ class QueueCollector(Collector):
         jobs = GaugeMetricFamily(
             f"{PREFIX}queue_jobs", "Jobs in the queue's registries, by state.", labels=["queue", "state"]
         )
+        workers = GaugeMetricFamily(
+            f"{PREFIX}workers",
+            "Live workers on the queue: registered, with a heartbeat that has not expired.",
+            labels=["queue"],
+        )
         try:
             for queue in self._queues:
                 waiting, oldest, registries = self._read(queue)
@@ -90,12 +95,19 @@ class QueueCollector(Collector):
                 age.add_metric([queue], oldest)
                 for state, count in registries.items():
                     jobs.add_metric([queue, state], count)
+                workers.add_metric([queue], self._live_workers(queue))
         except redis.RedisError as exc:
             # A scrape must not fail because Redis is down: the gauges are left out instead,
             # and readiness reports the outage.
             log.warning("metrics.queue_read_failed", reason=type(exc).__name__)
             return
-        yield from (depth, age, jobs)
+        yield from (depth, age, jobs, workers)
+
+    def _live_workers(self, queue: str) -> int:
+        # A SIGKILLed worker stays registered until maintenance cleans up, but its key (kept alive
+        # by its heartbeat) expires within a few minutes, so count only the keys that still exist.
+        keys = sorted(worker_registration.get_keys(Queue(queue, connection=self._redis)))
+        return int(self._redis.exists(*keys)) if keys else 0
 
     def _read(self, queue: str) -> tuple[int, float, dict[str, int]]:
         # Key names come from rq itself, so a change of rq's layout cannot silently zero the gauges.

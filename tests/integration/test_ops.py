@@ -5,10 +5,14 @@ from __future__ import annotations
 import time
 
 import redis
+from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
+from rq import Queue, SimpleWorker
+from rq.serializers import JSONSerializer
 from starlette.testclient import TestClient
 
 from service.app import create_app
+from service.metrics import QueueCollector
 from tests.conftest import SettingsFactory
 from tests.support.servers import JwksEndpoint
 from tests.support.tokens import SigningKey, claims, sign
@@ -84,3 +88,18 @@ def test_openapi_document_lists_every_route(make_settings: SettingsFactory) -> N
     }
     answers = document["paths"]["/webhooks/capture/v3"]["post"]["responses"]
     assert {"200", "202", "400", "401", "413", "415", "503"} <= set(answers)
+
+
+def test_live_workers_are_counted_and_dead_ones_are_not(redis_client: redis.Redis) -> None:
+    """A registered worker counts while its key lives; one whose heartbeat expired does not."""
+    registry = CollectorRegistry()
+    registry.register(QueueCollector(redis_client, ["capture-events"]))
+    queue = Queue("capture-events", connection=redis_client, serializer=JSONSerializer)
+    alive, dead = (SimpleWorker([queue], connection=redis_client, serializer=JSONSerializer) for _ in range(2))
+    alive.register_birth()  # type: ignore[no-untyped-call]
+    dead.register_birth()  # type: ignore[no-untyped-call]
+    assert registry.get_sample_value("capture_relay_workers", {"queue": "capture-events"}) == 2
+
+    redis_client.delete(dead.key)  # what a SIGKILLed worker's expired heartbeat leaves behind
+
+    assert registry.get_sample_value("capture_relay_workers", {"queue": "capture-events"}) == 1
