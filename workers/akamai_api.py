@@ -10,7 +10,6 @@ Errors are plain HTTP statuses (400 validation, 404, 409 duplicate title, 429), 
 
 from __future__ import annotations
 
-import base64
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -22,8 +21,8 @@ import httpx2
 import orjson
 
 from service.timeutil import parse_retry_after
-from workers.capture_auth import ClientCredentials
-from workers.capture_calls import ApiCaller
+from workers.capture_auth import ClientCredentials, basic_authorization
+from workers.capture_calls import ApiCaller, answer_excerpt, send_bounded
 from workers.capture_errors import CaptureHttpError, CaptureProtocolError
 
 _LOGIN = "v3:/login/token"
@@ -96,9 +95,11 @@ class SubscriptionsClient:
         *,
         http: httpx2.Client,
         caller: ApiCaller,
+        timeout: float = 10.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._root = f"{base_url.rstrip('/')}/{customer_id}"
+        self._timeout = timeout
         self._credentials = credentials
         self._http = http
         self._caller = caller
@@ -111,7 +112,10 @@ class SubscriptionsClient:
         url: str | None = f"{self._root}/webhooks/subscriptions?page=1"
         seen: set[str] = set()
         found: list[Subscription] = []
-        while url is not None and url not in seen and len(seen) < _MAX_PAGES:
+        while url is not None:
+            if url in seen or len(seen) >= _MAX_PAGES:
+                # Stopping here would return a partial list, and a reconciler would act on it.
+                raise CaptureProtocolError("the subscription list's next links go round in circles", endpoint=_LIST)
             seen.add(url)
             body = self._request("GET", url, _LIST)
             embedded = _member(body, "_embedded", "subscriptions")
@@ -153,7 +157,9 @@ class SubscriptionsClient:
         body: dict[str, Any] = {"title": title, "endpoint": endpoint, "events": events, "enabled": enabled}
         if filter is not None:
             body["filter"] = filter
-        return _parse(self._request("POST", f"{self._root}/webhooks/subscriptions", _LIST, body), _LIST)
+        # Not repeated after a failure that may have reached Akamai: it could create a second one.
+        created = self._request("POST", f"{self._root}/webhooks/subscriptions", _LIST, body, idempotent=False)
+        return _parse(created, _LIST)
 
     def update(self, subscription_id: str, changes: Mapping[str, Any]) -> Subscription:
         """Change only the given fields (``PATCH``)."""
@@ -161,45 +167,59 @@ class SubscriptionsClient:
 
     def delete(self, subscription_id: str) -> None:
         """Remove a subscription."""
-        self._request("DELETE", self._one(subscription_id), _ONE)
+        self._request("DELETE", self._one(subscription_id), _ONE, idempotent=False)
 
     def _one(self, subscription_id: str) -> str:
         # Ids come from Akamai's own answers; quote them anyway so none can change the path.
         return f"{self._root}/webhooks/subscriptions/{quote(subscription_id, safe='')}"
 
-    def _request(self, method: str, url: str, endpoint: str, json: dict[str, Any] | None = None) -> dict[str, Any]:
+    def _request(
+        self, method: str, url: str, endpoint: str, json: dict[str, Any] | None = None, *, idempotent: bool = True
+    ) -> dict[str, Any]:
         def attempt() -> dict[str, Any]:
-            response = self._send(method, url, json, self._bearer())
+            token = self._bearer()
+            response = self._send(method, url, json, token)
             if response.status_code in (401, 403):
-                # An expired token is answered 403: fetch a new one once and repeat.
-                response = self._send(method, url, json, self._bearer(refresh=True))
+                # An expired token is answered 403 (the request did nothing): fetch a new one once and repeat.
+                response = self._send(method, url, json, self._bearer(stale=token))
             return _answer(response, endpoint, self._clock())
 
-        return self._caller.call(endpoint, attempt)
+        return self._caller.call(endpoint, attempt, idempotent=idempotent)
 
     def _send(self, method: str, url: str, json: dict[str, Any] | None, token: str) -> httpx2.Response:
         headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
-        return self._http.request(method, url, json=json, headers=headers)
+        return send_bounded(self._http, method, url, budget=self._timeout, json=json, headers=headers)
 
-    def _bearer(self, *, refresh: bool = False) -> str:
+    def _bearer(self, *, stale: str | None = None) -> str:
+        """The cached token, or a new one when it expired or equals ``stale`` (refused by the API).
+
+        Threads refused with the same token fetch one new token between them, not one each.
+        """
         with self._token_lock:
             now = self._clock()
-            if refresh or self._token is None or self._token[1] <= now:
+            if self._token is None or self._token[1] <= now or self._token[0] == stale:
                 self._token = self._fetch_token(now)
             return self._token[0]
 
     def _fetch_token(self, now: float) -> tuple[str, float]:
-        pair = f"{self._credentials.client_id}:{self._credentials.client_secret.reveal()}".encode()
-        response = self._http.post(
+        response = send_bounded(
+            self._http,
+            "POST",
             f"{self._root}/login/token",
+            budget=self._timeout,
             data={"grant_type": "client_credentials"},
-            headers={"Authorization": "Basic " + base64.b64encode(pair).decode(), "Accept": "application/json"},
+            headers={"Authorization": basic_authorization(self._credentials), "Accept": "application/json"},
         )
         body = _answer(response, _LOGIN, now)
         token, lifetime = body.get("access_token"), body.get("expires_in", 3600)
-        if not isinstance(token, str) or not token or not isinstance(lifetime, int | float):
+        if not isinstance(token, str) or not token:
             raise CaptureProtocolError("the token answer has no access_token", endpoint=_LOGIN)
-        return token, now + max(0.0, float(lifetime) - _EXPIRY_MARGIN)
+        if isinstance(lifetime, bool) or not isinstance(lifetime, int | float) or lifetime <= 0:
+            raise CaptureProtocolError(
+                f"the token answer's expires_in is not a positive number: {lifetime!r}", endpoint=_LOGIN
+            )
+        # Renew a minute early, or halfway through a token that lives less than two minutes.
+        return token, now + float(lifetime) - min(_EXPIRY_MARGIN, float(lifetime) / 2)
 
 
 def _parse(item: Any, endpoint: str) -> Subscription:
@@ -222,7 +242,7 @@ def _answer(response: httpx2.Response, endpoint: str, now: float) -> dict[str, A
         raise CaptureHttpError(
             endpoint=endpoint,
             http_status=response.status_code,
-            detail=_problem(body) or " ".join(response.text.split())[:200],
+            detail=_problem(body) or answer_excerpt(response),
             retry_after=parse_retry_after(response.headers.get("Retry-After"), now),
         )
     if not isinstance(body, dict):

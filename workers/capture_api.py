@@ -21,7 +21,7 @@ import orjson
 
 from service.timeutil import parse_retry_after
 from workers.capture_auth import AuthMode, ClientCredentials, authorize
-from workers.capture_calls import ApiCaller
+from workers.capture_calls import ApiCaller, answer_excerpt, send_bounded
 from workers.capture_errors import CaptureHttpError, CaptureProtocolError, error_from_envelope
 
 Record = dict[str, Any]
@@ -64,9 +64,12 @@ class CaptureClient:
         caller: ApiCaller,
         auth: AuthMode = "basic",
         entity_type: str = "user",
+        timeout: float = 10.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._base_url = base_url.rstrip("/")
+        # The most one attempt may take, reading the answer included.
+        self._timeout = timeout
         self._credentials = credentials
         self._http = http
         self._caller = caller
@@ -155,7 +158,12 @@ class CaptureClient:
         page_size: int = 1000,
         entity_type: str | None = None,
     ) -> Iterator[Record]:
-        """Every matching record, paging on ``id`` (the technique Capture recommends past 100k records)."""
+        """Every matching record, paging on ``id`` (the technique Capture recommends past 100k records).
+
+        The filter of each page is ``(<filter>) and id > <last id>``; parentheses are not in the
+        documented filter grammar (reference §4.4), so keep the filter a plain conjunction when
+        a tenant refuses them.
+        """
         if not 0 < page_size <= MAX_RESULTS:
             raise ValueError(f"page_size must be between 1 and {MAX_RESULTS}")
         wanted = list(attributes) if attributes is not None else None
@@ -176,11 +184,10 @@ class CaptureClient:
             yield from page.results
             if len(page.results) < page_size:
                 return
-            last_id = page.results[-1].get("id")
-            if not _is_count(last_id):
-                raise CaptureProtocolError(
-                    "/entity.find returned a record without an id to page on", endpoint="/entity.find"
-                )
+            previous, last_id = last_id, page.results[-1].get("id")
+            # A server that ignored the id clause would page forever.
+            if not _is_count(last_id) or (isinstance(previous, int) and last_id <= previous):
+                raise CaptureProtocolError("/entity.find returned no increasing id to page on", endpoint="/entity.find")
 
     def version(self, id: int, at: datetime | float | str, *, entity_type: str | None = None) -> Record:
         """The record with ``id`` as it was at ``at`` (``/versions/entity``).
@@ -209,7 +216,8 @@ class CaptureClient:
         params = {"callback": callback, "event_type": event_type, "entity_type": entity_type}
         if attributes is not None:
             params["attributes"] = _json(list(attributes))
-        return _optional_result(self._post("/webhooks/add", params))
+        # Not repeated after a failure that may have reached Capture: it would register a second webhook.
+        return _optional_result(self._post("/webhooks/add", params, idempotent=False))
 
     def update_webhook(
         self,
@@ -242,18 +250,20 @@ class CaptureClient:
 
     def delete_webhook(self, uuid: str) -> None:
         """Remove one legacy webhook."""
-        self._post("/webhooks/delete", {"uuid": uuid})
+        self._post("/webhooks/delete", {"uuid": uuid}, idempotent=False)
 
     # -- transport -----------------------------------------------------------------------
 
-    def _post(self, path: str, params: Mapping[str, str]) -> Record:
+    def _post(self, path: str, params: Mapping[str, str], *, idempotent: bool = True) -> Record:
         def attempt() -> Record:
             # Signed per attempt: the Date header must be fresh on every retry.
             headers, fields = authorize(self._auth, self._credentials, path, params, self._clock())
-            response = self._http.post(self._base_url + path, data=fields, headers=headers)
+            response = send_bounded(
+                self._http, "POST", self._base_url + path, budget=self._timeout, data=fields, headers=headers
+            )
             return parse_answer(response, endpoint=path, now=self._clock())
 
-        return self._caller.call(path, attempt)
+        return self._caller.call(path, attempt, idempotent=idempotent)
 
 
 def parse_answer(response: httpx2.Response, *, endpoint: str, now: float) -> Record:
@@ -275,8 +285,9 @@ def parse_answer(response: httpx2.Response, *, endpoint: str, now: float) -> Rec
         raise CaptureHttpError(
             endpoint=endpoint,
             http_status=response.status_code,
-            detail=_excerpt(response),
+            detail=answer_excerpt(response, 120),
             retry_after=retry_after,
+            location=response.headers.get("Location") if response.is_redirect else None,
         )
     if not isinstance(body, dict) or body.get("stat") != "ok":
         raise CaptureProtocolError(
@@ -287,11 +298,6 @@ def parse_answer(response: httpx2.Response, *, endpoint: str, now: float) -> Rec
 
 def _is_count(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
-def _excerpt(response: httpx2.Response) -> str:
-    # A gateway's error page may help the operator; a record never comes back on a failure.
-    return " ".join(response.text.split())[:120]
 
 
 def _result(body: Record, endpoint: str) -> Record:

@@ -34,6 +34,12 @@ class ClientCredentials:
     client_secret: Secret
 
 
+def basic_authorization(credentials: ClientCredentials) -> str:
+    """The ``Authorization`` value of HTTP Basic for these credentials."""
+    pair = f"{credentials.client_id}:{credentials.client_secret.reveal()}".encode()
+    return "Basic " + base64.b64encode(pair).decode()
+
+
 def signing_date(now: float) -> str:
     """The ``Date`` header janrain-signed expects: ``2016-02-26 19:08:44`` in UTC."""
     return datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%d %H:%M:%S")
@@ -60,8 +66,7 @@ def authorize(
     strings); credentials are never part of what is signed.
     """
     if mode == "basic":
-        pair = f"{credentials.client_id}:{credentials.client_secret.reveal()}".encode()
-        return {"Authorization": "Basic " + base64.b64encode(pair).decode()}, dict(params)
+        return {"Authorization": basic_authorization(credentials)}, dict(params)
     if mode == "signed":
         date = signing_date(now)
         signed = signature(path, date, params, credentials.client_secret)

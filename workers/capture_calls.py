@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import httpx2
 import redis
@@ -21,12 +21,20 @@ import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from service.metrics import PREFIX
-from workers.capture_errors import CaptureError, CaptureProtocolError, CaptureUnavailableError
+from workers.capture_errors import (
+    CaptureError,
+    CaptureOutcomeUnknownError,
+    CaptureProtocolError,
+    CaptureUnavailableError,
+)
 from workers.capture_limits import LimiterTimeoutError
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
+# A page of /entity.find with full records can be large; anything beyond this is not Capture.
+MAX_ANSWER_BYTES = 64 * 1024 * 1024
+_ENCODING_HEADERS = frozenset({"content-encoding", "content-length", "transfer-encoding"})
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
@@ -43,7 +51,8 @@ class CaptureApiMetrics:
         self.requests = Counter(
             f"{PREFIX}capture_api_requests",
             "Capture API attempts by endpoint and outcome (ok, not_found, api_limit, busy, auth, rejected, "
-            "http_429, http_5xx, http_4xx, timeout, connection, no_slot, limiter_unavailable, protocol, error).",
+            "http_429, http_5xx, http_4xx, redirect, timeout, connect_timeout, connect, connection, protocol, error; "
+            "no_slot and limiter_unavailable when no request was sent).",
             ["endpoint", "outcome"],
             registry=registry,
         )
@@ -81,6 +90,54 @@ class RetryPolicy:
         return ceiling / 2 + rng.uniform(0, ceiling / 2)
 
 
+def _transport_reason(exc: httpx2.TransportError) -> str:
+    # Failures before the request went out are told apart: such a request can be sent again
+    # even when it creates something.
+    if isinstance(exc, httpx2.ConnectTimeout | httpx2.PoolTimeout):
+        return "connect_timeout"
+    if isinstance(exc, httpx2.TimeoutException):
+        return "timeout"
+    return "connect" if isinstance(exc, httpx2.ConnectError) else "connection"
+
+
+def send_bounded(
+    http: httpx2.Client, method: str, url: str, *, budget: float, max_bytes: int = MAX_ANSWER_BYTES, **kwargs: Any
+) -> httpx2.Response:
+    """Send a request and read its answer within ``budget`` seconds in all, and at most ``max_bytes``.
+
+    httpx's timeouts apply per phase and per read, so an answer that trickles in could outlive
+    the call's slot lease; this bounds the whole read.
+
+    Raises:
+        httpx2.ReadTimeout: the budget ran out while reading.
+        CaptureProtocolError: the answer is larger than ``max_bytes``.
+    """
+    started = time.monotonic()
+    request = http.build_request(method, url, timeout=httpx2.Timeout(budget), **kwargs)
+    response = http.send(request, stream=True)
+    try:
+        body = bytearray()
+        for chunk in response.iter_bytes():
+            body += chunk
+            if len(body) > max_bytes:
+                raise CaptureProtocolError(f"an answer larger than {max_bytes} bytes", endpoint=request.url.path)
+            if time.monotonic() - started > budget:
+                raise httpx2.ReadTimeout("the answer took longer than the call's budget", request=request)
+    finally:
+        response.close()
+    # The body is decoded already: drop the headers that describe the encoded form.
+    headers = [(k, v) for k, v in response.headers.multi_items() if k.lower() not in _ENCODING_HEADERS]
+    return httpx2.Response(response.status_code, headers=headers, content=bytes(body), request=request)
+
+
+def answer_excerpt(response: httpx2.Response, limit: int = 200) -> str:
+    """The start of an answer's text on one line, for error messages (a gateway's page, say).
+
+    Only failing answers are quoted, and Capture never sends a record with a failure.
+    """
+    return " ".join(response.text.split())[:limit]
+
+
 class _NoLimit:
     def slot(self, *, deadline: float) -> AbstractContextManager[None]:
         return nullcontext()
@@ -106,8 +163,12 @@ class ApiCaller:
         self._monotonic = monotonic
         self._rng = rng if rng is not None else random.Random()  # noqa: S311 - jitter, not secrecy
 
-    def call(self, endpoint: str, attempt: Callable[[], T]) -> T:
+    def call(self, endpoint: str, attempt: Callable[[], T], *, idempotent: bool = True) -> T:
         """Run ``attempt`` until it succeeds, fails permanently, or the deadline leaves no room.
+
+        A call that is not ``idempotent`` (one that creates or deletes something) is sent again
+        only after failures that prove it had no effect; any other failure raises
+        ``CaptureOutcomeUnknownError``, because repeating it could, say, register a webhook twice.
 
         Raises:
             CaptureError: the permanent error, or the last retryable one.
@@ -120,6 +181,8 @@ class ApiCaller:
             except CaptureError as exc:
                 if not exc.retryable:
                     raise
+                if not idempotent and not exc.repeatable:
+                    raise CaptureOutcomeUnknownError(exc) from exc
                 failures += 1
                 delay = self.policy.backoff(failures, self._rng)
                 if exc.retry_after is not None:
@@ -146,11 +209,15 @@ class ApiCaller:
                 return self._timed(endpoint, attempt)
         except LimiterTimeoutError as exc:
             self._count(endpoint, "no_slot")
+            setting = "capture.max_concurrency" if exc.reason == "concurrency" else "capture.rate_limit"
             raise CaptureUnavailableError(
-                f"no free Capture API call slot within the deadline ({exc.reason} limit)",
+                f"no free Capture API call slot within capture.retry_deadline ({exc.reason} limit, {setting}); "
+                "the calls of all workers together are at their limit",
                 endpoint=endpoint,
                 reason="no_slot",
             ) from exc
+        except redis.ResponseError:
+            raise  # a script error, not an outage: retrying would not help
         except redis.RedisError as exc:
             self._count(endpoint, "limiter_unavailable")
             raise CaptureUnavailableError(
@@ -169,13 +236,10 @@ class ApiCaller:
             result = attempt()
             outcome = "ok"
             return result
-        except httpx2.TimeoutException as exc:
-            outcome = "timeout"
-            raise CaptureUnavailableError(f"{endpoint} timed out", endpoint=endpoint, reason="timeout") from exc
         except httpx2.TransportError as exc:
-            outcome = "connection"
+            outcome = _transport_reason(exc)
             raise CaptureUnavailableError(
-                f"{endpoint}: connection failed ({type(exc).__name__})", endpoint=endpoint, reason="connection"
+                f"{endpoint}: {outcome.replace('_', ' ')} ({type(exc).__name__})", endpoint=endpoint, reason=outcome
             ) from exc
         except httpx2.RequestError as exc:
             # An answer that could not be read (a body that is not the gzip it claims to be).

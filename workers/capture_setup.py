@@ -40,9 +40,9 @@ def call_limiter(config: CaptureApi, connection: redis.Redis) -> CallLimiter:
         name=urlsplit(config.base_url).netloc,
         max_concurrency=config.max_concurrency,
         rate=config.rate_limit,
-        # Longer than any attempt can last, so a live call never loses its slot; a crashed
-        # holder's slot comes back after this long.
-        lease=2 * config.timeout + 5,
+        # Longer than any attempt can last (connect, send and the bounded read each take at most
+        # the timeout), so a live call never loses its slot; a crashed holder's comes back then.
+        lease=3 * config.timeout + 5,
     )
 
 
@@ -63,6 +63,7 @@ def capture_client(
             ),
             auth=config.auth,
             entity_type=config.entity_type,
+            timeout=config.timeout,
         )
 
 
@@ -86,4 +87,5 @@ def subscriptions_client(
             ClientCredentials(api.client_id, api.client_secret),
             http=http,
             caller=ApiCaller(policy=RetryPolicy(deadline=config.retry_deadline), metrics=metrics),
+            timeout=config.timeout,
         )

@@ -3,6 +3,7 @@ modes, every error class, retries under injected 510s and 500s, and shared limit
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
@@ -21,6 +22,7 @@ from workers.capture_errors import (
     CaptureAuthError,
     CaptureHttpError,
     CaptureLimitError,
+    CaptureOutcomeUnknownError,
     CaptureProtocolError,
     CaptureUnavailableError,
     RecordNotFoundError,
@@ -238,5 +240,19 @@ def test_connection_refused_is_unavailable(redis_client: redis.Redis) -> None:
     config = capture_config(f"http://127.0.0.1:{free_port()}", retry_deadline="0.5s")
     with capture_client(config, connection=redis_client) as client, pytest.raises(CaptureUnavailableError) as caught:
         client.entity(uuid="6b004bc5-179c-45c2-815d-31b06169371d")
-    assert caught.value.reason == "connection"
+    assert caught.value.reason == "connect"
     assert caught.value.retryable
+    assert caught.value.repeatable  # nothing reached Capture
+
+
+def test_a_timed_out_add_is_not_sent_twice(capture_sim: RunningSimulator, open_client: OpenClient) -> None:
+    """Capture may still register a webhook whose answer came too late: adding again would make two."""
+    capture_sim.faults({"rules": [{"kind": "delay", "seconds": 0.6, "times": 1, "paths": ["/webhooks"]}]})
+    with open_client(timeout="0.3s") as client:
+        with pytest.raises(CaptureOutcomeUnknownError) as caught:
+            client.add_webhook(callback="https://hooks.example.com/late", event_type="add", entity_type="user")
+        time.sleep(0.6)  # let the slow request finish on the simulator's side
+        webhooks = client.list_webhooks()
+    assert caught.value.cause.reason == "timeout"
+    assert [w["callback"] for w in webhooks] == ["https://hooks.example.com/late"]
+    assert capture_sim.stats()["calls"]["/webhooks/add"] == 1

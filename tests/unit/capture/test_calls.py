@@ -194,8 +194,10 @@ class TestTransportFailures:
         ("failure", "reason"),
         [
             pytest.param(httpx2.ReadTimeout("read timed out", request=_request()), "timeout", id="read-timeout"),
-            pytest.param(httpx2.ConnectTimeout("connect timed out", request=_request()), "timeout", id="connect-to"),
-            pytest.param(httpx2.ConnectError("refused", request=_request()), "connection", id="connect-error"),
+            pytest.param(
+                httpx2.ConnectTimeout("connect timed out", request=_request()), "connect_timeout", id="connect-to"
+            ),
+            pytest.param(httpx2.ConnectError("refused", request=_request()), "connect", id="connect-error"),
             pytest.param(httpx2.RemoteProtocolError("reset", request=_request()), "connection", id="reset"),
         ],
     )
@@ -225,7 +227,7 @@ class TestTransportFailures:
         assert result == "record"
         assert attempt.calls == 3
         assert len(harness.clock.sleeps) == 2
-        assert (harness.count("timeout"), harness.count("connection"), harness.count("ok")) == (1.0, 1.0, 1.0)
+        assert (harness.count("timeout"), harness.count("connect"), harness.count("ok")) == (1.0, 1.0, 1.0)
 
 
 class TestLimiter:
