@@ -30,6 +30,7 @@ SAFE_FIELDS = frozenset(
         "accepted", "duplicates", "count", "queue", "queues",
         "destination", "route", "attempt",
         "url", "host", "port", "worker", "version", "config", "pid",
+        "endpoint", "capture_code", "request_token", "retry_in", "limiter", "held", "lease",
     }
 )  # fmt: skip
 

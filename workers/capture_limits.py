@@ -17,8 +17,9 @@ Leases and call timeouts: a call that outlives its lease stops counting while it
 caller in. That cannot happen while the caller abandons every call at its own timeout and the lease is longer than
 that timeout with a margin (e.g. twice the request timeout plus 5 s: connect and read are timed separately, and the
 process may pause between the end of the call and the release). A release after its lease ran out is logged as
-``limiter.lease_expired``. An acquisition that redis-py retries after a lost reply reuses its token, so it still
-holds one slot; a reply lost for good leaves that slot taken until its lease runs out.
+``limiter.lease_expired``. An acquisition that redis-py retries after a lost reply reuses its token and is
+recognised by the script, so it still holds one slot; when acquiring fails for good, the token is released anyway
+in case a lost reply had granted it. A release that fails (Redis gone) is logged and leaves the slot to its lease.
 """
 
 from __future__ import annotations
@@ -57,6 +58,9 @@ _ACQUIRE = (
     _NOW
     + """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) then
+    return {0, 0}  -- a replay (redis-py retried after a lost reply): this token already holds a slot
+end
 if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then
     return {1, 0}
 end
@@ -183,7 +187,12 @@ class CallLimiter:
             redis.RedisError: from the client, untranslated.
         """
         token = secrets.token_hex(8)
-        self._acquire(token, deadline)
+        try:
+            self._acquire(token, deadline)
+        except BaseException:
+            # A lost reply may have left this token holding a slot nobody will use: give it back.
+            self._release(token, time.monotonic(), quiet=True)
+            raise
         acquired_at = time.monotonic()
         try:
             yield
@@ -222,11 +231,17 @@ class CallLimiter:
         else:
             time.sleep(min(self._poll_interval + jitter, remaining))
 
-    def _release(self, token: str, acquired_at: float) -> None:
+    def _release(self, token: str, acquired_at: float, *, quiet: bool = False) -> None:
         wake_ttl_ms = max(1, round(self.lease * 1000))
-        in_time = self._release_script(
-            keys=[self._holders_key, self._wake_key], args=[token, self.max_concurrency, wake_ttl_ms]
-        )
-        if not in_time:
+        try:
+            in_time = self._release_script(
+                keys=[self._holders_key, self._wake_key], args=[token, self.max_concurrency, wake_ttl_ms]
+            )
+        except redis.RedisError as exc:
+            # The call itself is over: its outcome must not be replaced by a Redis error. The slot
+            # stays taken until its lease runs out.
+            log.warning("limiter.release_failed", limiter=self.name, reason=type(exc).__name__)
+            return
+        if not in_time and not quiet:
             held = round(time.monotonic() - acquired_at, 3)
             log.warning("limiter.lease_expired", limiter=self.name, held=held, lease=self.lease)

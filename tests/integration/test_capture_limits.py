@@ -289,3 +289,35 @@ def test_out_of_range_settings_are_refused(
     """Each impossible setting is refused with its name and value."""
     with pytest.raises(ValueError, match=message):
         make_limiter(**overrides)
+
+
+def test_a_replayed_acquisition_keeps_its_slot_instead_of_waiting(make_limiter: LimiterFactory) -> None:
+    """redis-py may send the acquire script again after a lost reply; the token already holds a slot."""
+    limiter = make_limiter(max_concurrency=1, rate=None)
+    keys = [limiter._holders_key, limiter._rate_key]
+    args: list[str | float] = ["token-1", 1, 5_000_000, 0, 1]
+
+    first = limiter._acquire_script(keys=keys, args=args)
+    replay = limiter._acquire_script(keys=keys, args=args)
+
+    assert [int(part) for part in first] == [0, 0]
+    assert [int(part) for part in replay] == [0, 0]
+    assert limiter.holders() == 1
+
+
+def test_a_failed_release_does_not_replace_the_calls_outcome(
+    make_limiter: LimiterFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When Redis goes away after the call, the call's result stands; the lease frees the slot later."""
+    limiter = make_limiter(max_concurrency=1, rate=None)
+
+    def unavailable(**kwargs: Any) -> int:
+        raise redis.ConnectionError("gone")
+
+    monkeypatch.setattr(limiter, "_release_script", unavailable)
+    with capture_logs() as logs, limiter.slot(deadline=in_a_while()):
+        result = "the answer"
+
+    assert result == "the answer"
+    assert [entry["event"] for entry in logs] == ["limiter.release_failed"]
+    assert limiter.holders() == 1
