@@ -13,6 +13,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import redis.connection
 import yaml
@@ -54,6 +55,16 @@ def _https_url(value: object) -> object:
     return value
 
 
+def _bare_origin(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.username is not None or parts.password is not None:
+        # Credentials in a URL end up in logs and key names; they belong in client_id/client_secret.
+        raise ValueError("must not carry credentials; use client_id and client_secret")
+    if parts.path.strip("/") or parts.query or parts.fragment:
+        raise ValueError(f"must be the bare origin, e.g. {parts.scheme}://{parts.netloc} (no path or query)")
+    return f"{parts.scheme}://{parts.netloc}"
+
+
 def _redis_url(value: object) -> object:
     secret = _to_secret(value)
     try:
@@ -84,7 +95,9 @@ Duration = Annotated[float, BeforeValidator(parse_duration)]
 Ttl = Annotated[int, BeforeValidator(_whole_seconds)]
 Size = Annotated[int, BeforeValidator(parse_size)]
 OneOrMany = Annotated[list[Annotated[str, Field(min_length=1)]], BeforeValidator(_to_list), Field(min_length=1)]
-HttpsUrl = Annotated[str, BeforeValidator(_https_url), AfterValidator(lambda url: url.rstrip("/"))]
+HttpsUrl = Annotated[str, BeforeValidator(_https_url)]
+# The root of an API: calls append their paths, and the janrain signature covers only those paths.
+BaseUrl = Annotated[str, BeforeValidator(_https_url), AfterValidator(_bare_origin)]
 Rate = Annotated[float, BeforeValidator(parse_rate)]
 
 
@@ -153,7 +166,7 @@ class WebhooksApi(_Model):
     """The Akamai Identity Cloud v3 subscription API, used by ``capture-relay register``."""
 
     # The regional API host, e.g. https://v1.api.us.janrain.com.
-    base_url: HttpsUrl
+    base_url: BaseUrl
     customer_id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9-]+$")
     # A configuration client: it may fetch a bearer token from /{customer_id}/login/token.
     client_id: str = Field(min_length=1)
@@ -163,7 +176,7 @@ class WebhooksApi(_Model):
 class CaptureApi(_Model):
     """The Capture API the workers fetch records from (and ``register`` manages webhooks with)."""
 
-    base_url: HttpsUrl
+    base_url: BaseUrl
     client_id: str = Field(min_length=1)
     client_secret: SecretStr
     # basic: HTTP Basic; signed: janrain-signed HMAC-SHA1 with a Date header (the secret never

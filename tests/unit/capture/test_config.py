@@ -178,6 +178,35 @@ class TestCaptureSection:
         assert [path for path, _ in problems] == [f"capture.{key}"]
 
 
+class TestBaseUrls:
+    @pytest.mark.parametrize("section", ["capture", "capture.webhooks_api"])
+    @pytest.mark.parametrize(
+        ("url", "problem"),
+        [
+            ("https://user:pw@myapp.janraincapture.com", "must not carry credentials"),
+            ("https://myapp.janraincapture.com/prefix", "must be the bare origin"),
+            ("https://myapp.janraincapture.com/?a=b", "must be the bare origin"),
+        ],
+    )
+    def test_only_a_bare_origin_is_accepted(self, section: str, url: str, problem: str) -> None:
+        """Credentials would reach logs and key names; a path would not be covered by the signature."""
+        data = _capture(webhooks_api=_webhooks_api())
+        target = data["capture"] if section == "capture" else data["capture"]["webhooks_api"]
+        target["base_url"] = url
+
+        problems = _problems(data)
+
+        assert [path for path, _ in problems] == [f"{section}.base_url"]
+        assert problem in problems[0][1]
+        assert "pw" not in problems[0][1]
+
+    def test_the_jwks_url_keeps_its_path_and_slash(self) -> None:
+        """jku is compared with the configured JWKS URL exactly, so it is not normalised."""
+        settings = from_mapping({"sources": {"v3": {"jwks_url": "https://v1.api.us.janrain.com/c/login/jwk/"}}}, {})
+        assert settings.sources.v3 is not None
+        assert settings.sources.v3.jwks_url == "https://v1.api.us.janrain.com/c/login/jwk/"
+
+
 class TestWebhooksApi:
     def test_valid_section(self) -> None:
         """A complete ``webhooks_api`` section loads with its trailing slash stripped."""
@@ -235,7 +264,7 @@ class TestParseRetryAfter:
         """A date already passed means "now", never a negative wait."""
         assert parse_retry_after("Wed, 01 May 2024 11:00:00 GMT", self.NOW) == 0.0
 
-    @pytest.mark.parametrize("value", [None, "", "soon", "-5", "1.5", "Wed, 01 May 2024 12:00:30"])
+    @pytest.mark.parametrize("value", [None, "", "soon", "-5", "1.5", "Wed, 01 May 2024 12:00:30", "\u00b2", "\u0663"])
     def test_missing_or_garbage_gives_none(self, value: str | None) -> None:
         """A missing, unreadable or zone-less value lets the caller fall back to its own backoff."""
         assert parse_retry_after(value, self.NOW) is None
