@@ -1,0 +1,566 @@
+"""The Dockerfile, checked without a Docker engine.
+
+A small parser reads the Dockerfile into stages and instructions, and the tests assert what the
+image must be: built in a separate stage, a slim Python runtime without compilers, installed from
+the builder's wheelhouse only, a numeric non-root user, ``capture-relay`` as the entrypoint.
+
+The slow test then does what the builder and the final stage do, with real processes: it copies
+the files the builder copies (honouring ``.dockerignore``), builds the wheel with the builder's
+own ``pip wheel`` command, installs it into a fresh venv with the final stage's ``pip install``
+flags, and runs the installed ``capture-relay``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tomllib
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from service.settings import Server
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCKERFILE = ROOT / "Dockerfile"
+DOCKERIGNORE = ROOT / ".dockerignore"
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+
+KEYWORDS = frozenset(
+    {
+        *("ADD", "ARG", "CMD", "COPY", "ENTRYPOINT", "ENV", "EXPOSE", "FROM", "HEALTHCHECK", "LABEL"),
+        *("MAINTAINER", "ONBUILD", "RUN", "SHELL", "STOPSIGNAL", "USER", "VOLUME", "WORKDIR"),
+    }
+)
+# Compilers and build tool chains that must never reach the runtime image.
+BUILD_TOOLS = re.compile(
+    r"^(gcc|g\+\+|cpp|cc|c\+\+|clang|llvm|make|cmake|ninja(-build)?|build-essential|gfortran|rustc|cargo|"
+    r"autoconf|automake|libtool|pkg-config|.*-dev|.*-devel)(=.*)?$"
+)
+
+
+# ---- a small Dockerfile parser ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Instruction:
+    """One instruction: its keyword, its leading ``--flag=value`` options and the rest."""
+
+    keyword: str
+    flags: tuple[tuple[str, str], ...]
+    args: str
+    line: int
+
+    def flag(self, name: str) -> list[str]:
+        """Every value given to ``--name`` (``--mount`` may repeat)."""
+        return [value for key, value in self.flags if key == name]
+
+    def exec_form(self) -> list[str] | None:
+        """The JSON array of ``CMD ["a", "b"]``-style instructions, or None for the shell form."""
+        if not self.args.startswith("["):
+            return None
+        value = json.loads(self.args)
+        assert isinstance(value, list), self
+        assert all(isinstance(item, str) for item in value), self
+        return value
+
+
+@dataclass
+class Stage:
+    base: str
+    name: str | None
+    instructions: list[Instruction] = field(default_factory=list)
+
+    def all(self, keyword: str) -> list[Instruction]:
+        return [instruction for instruction in self.instructions if instruction.keyword == keyword]
+
+    def env(self) -> dict[str, str]:
+        """The ``ENV`` variables this stage sets (``ENV A=1 B=2`` and the old ``ENV A 1``)."""
+        result: dict[str, str] = {}
+        for instruction in self.all("ENV"):
+            words = shlex.split(instruction.args)
+            if words and "=" not in words[0]:
+                result[words[0]] = " ".join(words[1:])
+                continue
+            for word in words:
+                key, _, value = word.partition("=")
+                result[key] = value
+        return result
+
+    def labels(self) -> dict[str, str]:
+        result: dict[str, str] = {}
+        for instruction in self.all("LABEL"):
+            for word in shlex.split(instruction.args):
+                key, _, value = word.partition("=")
+                result[key] = value
+        return result
+
+
+@dataclass
+class Dockerfile:
+    global_args: dict[str, str]
+    stages: list[Stage]
+
+    def stage(self, name: str) -> Stage:
+        return next(stage for stage in self.stages if stage.name == name)
+
+
+def _logical_lines(text: str) -> Iterator[tuple[int, str]]:
+    """Join ``\\``-continued lines and drop comment lines (also inside a continuation)."""
+    pending: list[str] = []
+    start = 0
+    for number, raw in enumerate(text.splitlines(), 1):
+        stripped = raw.strip()
+        if stripped.startswith("#") or (not stripped and not pending):
+            continue
+        if not pending:
+            start = number
+        if stripped.endswith("\\"):
+            pending.append(stripped[:-1].strip())
+            continue
+        pending.append(stripped)
+        yield start, " ".join(part for part in pending if part)
+        pending = []
+    assert not pending, f"Dockerfile ends inside a continued line (from line {start})"
+
+
+def _split_flags(args: str) -> tuple[tuple[tuple[str, str], ...], str]:
+    flags: list[tuple[str, str]] = []
+    rest = args
+    while match := re.match(r"--([a-z-]+)(?:=(\S*))?\s+", rest):
+        flags.append((match.group(1), match.group(2) or ""))
+        rest = rest[match.end() :]
+    return tuple(flags), rest
+
+
+def substitute(text: str, variables: dict[str, str]) -> str:
+    """Expand ``$NAME``, ``${NAME}`` and ``${NAME:-default}`` as Docker does for FROM and ARG."""
+
+    def replace(match: re.Match[str]) -> str:
+        name = match.group(1) or match.group(3)
+        value = variables.get(name, "")
+        return value if value or match.group(2) is None else match.group(2)
+
+    return re.sub(r"\$\{([A-Za-z_]\w*)(?::-([^}]*))?\}|\$([A-Za-z_]\w*)", replace, text)
+
+
+def parse_dockerfile(text: str) -> Dockerfile:
+    """Stages and instructions of a Dockerfile, with the global ``ARG`` defaults resolved in ``FROM``."""
+    assert not re.search(r"^#\s*escape\s*=", text, re.MULTILINE), "a custom escape character is not supported"
+    global_args: dict[str, str] = {}
+    stages: list[Stage] = []
+    for line, logical in _logical_lines(text):
+        keyword, _, args = logical.partition(" ")
+        keyword = keyword.upper()
+        assert keyword in KEYWORDS, f"line {line}: unknown instruction {keyword}"
+        assert "<<" not in args or keyword != "RUN", f"line {line}: heredocs are not supported by this parser"
+        flags, rest = _split_flags(args.strip())
+        instruction = Instruction(keyword, flags, rest.strip(), line)
+        if keyword == "FROM":
+            words = substitute(instruction.args, global_args).split()
+            name = words[2] if len(words) == 3 and words[1].upper() == "AS" else None
+            stages.append(Stage(base=words[0], name=name))
+        elif not stages:
+            assert keyword == "ARG", f"line {line}: only ARG may come before the first FROM"
+            key, _, default = instruction.args.partition("=")
+            global_args[key] = default
+        else:
+            stages[-1].instructions.append(instruction)
+    return Dockerfile(global_args, stages)
+
+
+def run_commands(stage: Stage) -> list[tuple[Instruction, list[str]]]:
+    """Each ``&&``-separated command of the stage's RUN instructions, split into words."""
+    result = []
+    for instruction in stage.all("RUN"):
+        assert instruction.exec_form() is None, "RUN in exec form is not expected"
+        for command in re.split(r"&&|;", instruction.args):
+            if command.strip():
+                result.append((instruction, shlex.split(command)))
+    return result
+
+
+def pip_commands(stage: Stage, subcommand: str) -> list[tuple[Instruction, list[str]]]:
+    return [
+        (instruction, words)
+        for instruction, words in run_commands(stage)
+        if words[:4] == ["python", "-m", "pip", subcommand]
+    ]
+
+
+def without_option(words: list[str], *names: str) -> list[str]:
+    """``words`` less every ``--name VALUE`` and ``--name=VALUE``."""
+    result: list[str] = []
+    skip = False
+    for word in words:
+        if skip:
+            skip = False
+        elif word in names:
+            skip = True
+        elif not any(word.startswith(name + "=") for name in names):
+            result.append(word)
+    return result
+
+
+def option(words: list[str], *names: str) -> str | None:
+    """The value of ``--name VALUE`` or ``--name=VALUE`` among ``words``."""
+    for index, word in enumerate(words):
+        for name in names:
+            if word == name:
+                return words[index + 1]
+            if word.startswith(name + "="):
+                return word.split("=", 1)[1]
+    return None
+
+
+# ---- .dockerignore ----------------------------------------------------------------------------
+
+
+def _pattern_regex(pattern: str) -> re.Pattern[str]:
+    out = ""
+    index = 0
+    while index < len(pattern):
+        if pattern.startswith("**/", index):
+            out += "(?:.*/)?"
+            index += 3
+        elif pattern.startswith("**", index):
+            out += ".*"
+            index += 2
+        elif pattern[index] == "*":
+            out += "[^/]*"
+            index += 1
+        elif pattern[index] == "?":
+            out += "[^/]"
+            index += 1
+        elif pattern[index] == "[":
+            end = pattern.index("]", index)
+            out += pattern[index : end + 1]
+            index = end + 1
+        else:
+            out += re.escape(pattern[index])
+            index += 1
+    return re.compile(out)
+
+
+def dockerignore_excludes(patterns: list[str], path: str) -> bool:
+    """Whether Docker leaves ``path`` (relative, with ``/``) out of the build context.
+
+    As Docker does: the last pattern that matches the path or one of its parent directories
+    decides, and a ``!`` pattern includes again.
+    """
+    parts = path.split("/")
+    prefixes = ["/".join(parts[: end + 1]) for end in range(len(parts))]
+    excluded = False
+    for pattern in patterns:
+        negated = pattern.startswith("!")
+        regex = _pattern_regex(pattern.lstrip("!").strip("/"))
+        if any(regex.fullmatch(prefix) for prefix in prefixes):
+            excluded = not negated
+    return excluded
+
+
+def dockerignore_patterns() -> list[str]:
+    lines = DOCKERIGNORE.read_text(encoding="utf-8").splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
+
+
+# ---- (a) what the Dockerfile says -------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def dockerfile() -> Dockerfile:
+    return parse_dockerfile(DOCKERFILE.read_text(encoding="utf-8"))
+
+
+def test_the_parser_reads_stages_flags_and_continued_lines() -> None:
+    parsed = parse_dockerfile(
+        "# syntax=docker/dockerfile:1\nARG BASE=python:3.11-slim\nFROM ${BASE} AS build\n"
+        "RUN a \\\n  # a comment inside\n  && b\nFROM $BASE\nCOPY --from=build --chmod=644 /x /y\n"
+        'ENV A=1 B="two words"\nENTRYPOINT ["x", "y"]\n'
+    )
+    assert [(stage.base, stage.name) for stage in parsed.stages] == [
+        ("python:3.11-slim", "build"),
+        ("python:3.11-slim", None),
+    ]
+    assert parsed.stages[0].instructions[0].args == "a && b"
+    copy = parsed.stages[1].all("COPY")[0]
+    assert copy.flag("from") == ["build"]
+    assert copy.args == "/x /y"
+    assert parsed.stages[1].env() == {"A": "1", "B": "two words"}
+    assert parsed.stages[1].all("ENTRYPOINT")[0].exec_form() == ["x", "y"]
+    ignore = ["*", "!service/", "**/__pycache__"]
+    assert dockerignore_excludes(ignore, ".venv/bin/python")
+    assert dockerignore_excludes(ignore, "service/__pycache__/app.cpython-311.pyc")
+    assert not dockerignore_excludes(ignore, "service/verify/jwks.py")
+
+
+def test_the_image_is_built_in_a_separate_stage(dockerfile: Dockerfile) -> None:
+    assert len(dockerfile.stages) >= 2
+    assert dockerfile.stages[0].name == "builder"
+    assert pip_commands(dockerfile.stage("builder"), "wheel"), "the builder builds wheels"
+
+
+def test_the_runtime_is_the_builders_slim_python(dockerfile: Dockerfile) -> None:
+    final, builder = dockerfile.stages[-1], dockerfile.stage("builder")
+    match = re.fullmatch(r"python:3\.(\d+)-slim(?:-[a-z]+)?(?:@sha256:[0-9a-f]{64})?", final.base)
+    assert match, f"the final stage should start from a slim Python image, not {final.base}"
+    # Wheels with compiled code only fit the interpreter and C library they were built for.
+    assert builder.base == final.base
+    minimum = re.fullmatch(r">=\s*3\.(\d+)", PYPROJECT["project"]["requires-python"])
+    assert minimum, "requires-python is >=3.N"
+    assert int(match.group(1)) >= int(minimum.group(1))
+
+
+def test_the_final_stage_installs_no_build_tools(dockerfile: Dockerfile) -> None:
+    final = dockerfile.stages[-1]
+    for _, words in run_commands(final):
+        if words[:2] in (["apt-get", "install"], ["apt", "install"], ["apk", "add"]):
+            packages = [word for word in words[2:] if not word.startswith("-")]
+            assert not [name for name in packages if BUILD_TOOLS.match(name)], words
+    assert not pip_commands(final, "wheel"), "wheels are built in the builder, never in the image"
+    assert not final.all("ADD"), "ADD can fetch URLs and unpack archives; the image needs neither"
+
+
+def test_the_final_stage_installs_only_the_builders_wheelhouse(dockerfile: Dockerfile) -> None:
+    final, builder = dockerfile.stages[-1], dockerfile.stage("builder")
+    installs = pip_commands(final, "install")
+    assert len(installs) == 1, installs
+    instruction, words = installs[0]
+    assert "--no-index" in words, "the image must install nothing from an index"
+    assert option(words, "--index-url", "-i", "--extra-index-url") is None
+    assert "--no-cache-dir" in words or final.env().get("PIP_NO_CACHE_DIR") == "1"
+    assert words[-1] == PYPROJECT["project"]["name"]
+    wheelhouse = option(words, "--find-links", "-f")
+    assert wheelhouse, "the install names the wheelhouse with --find-links"
+
+    # The wheelhouse comes from the builder: bind-mounted into this RUN, or copied before it.
+    mounted = [
+        {key: value for key, _, value in (part.partition("=") for part in mount.split(","))}
+        for mount in instruction.flag("mount")
+    ]
+    sources = [m["source"] for m in mounted if m.get("from") == builder.name and m.get("target") == wheelhouse]
+    for copy in final.all("COPY"):
+        words_of_copy = copy.args.split()
+        if copy.flag("from") == [builder.name] and words_of_copy[-1].rstrip("/") == wheelhouse:
+            sources += [word.rstrip("/") for word in words_of_copy[:-1]]
+    assert sources, f"{wheelhouse} is neither mounted nor copied from the {builder.name} stage"
+    # ... from the wheelhouse with the dependencies, not the directory of the project wheel alone.
+    wheelhouses = [words for _, words in pip_commands(builder, "wheel") if "--no-deps" not in words]
+    built = {option(words, "--wheel-dir", "-w") for words in wheelhouses}
+    assert set(sources) <= built, f"the builder's wheelhouse is {built}, the image reads {sources}"
+
+
+def test_the_runtime_environment_suits_a_read_only_container(dockerfile: Dockerfile) -> None:
+    env = dockerfile.stages[-1].env()
+    assert env.get("PYTHONDONTWRITEBYTECODE") == "1"
+    assert env.get("PYTHONUNBUFFERED") == "1"
+    assert not dockerfile.stages[-1].all("VOLUME"), "an anonymous volume would be a writable place"
+
+
+def test_the_processes_run_as_a_numeric_non_root_user(dockerfile: Dockerfile) -> None:
+    final = dockerfile.stages[-1]
+    users = final.all("USER")
+    assert users, "the final stage sets USER"
+    user = users[-1].args
+    assert re.fullmatch(r"\d+(:\d+)?", user), f"USER {user}: numeric, so Kubernetes' runAsNonRoot can check it"
+    uid = user.split(":")[0]
+    assert int(uid) != 0
+    useradd = [words for _, words in run_commands(final) if words[:1] == ["useradd"]]
+    assert len(useradd) == 1, useradd
+    assert option(useradd[0], "--uid", "-u") == uid
+    assert option(useradd[0], "--shell", "-s") in ("/usr/sbin/nologin", "/sbin/nologin", "/bin/false")
+    assert "--no-create-home" in useradd[0] or "-M" in useradd[0]
+
+
+def test_the_entrypoint_is_the_command_line(dockerfile: Dockerfile) -> None:
+    final = dockerfile.stages[-1]
+    entrypoint, cmd = final.all("ENTRYPOINT"), final.all("CMD")
+    assert [e.exec_form() for e in entrypoint] == [["capture-relay"]]
+    assert "capture-relay" in PYPROJECT["project"]["scripts"]
+    assert [c.exec_form() for c in cmd] == [["serve"]]
+    exposed = {port.split("/")[0] for e in final.all("EXPOSE") for port in e.args.split()}
+    assert str(Server().port) in exposed
+
+
+def test_the_image_carries_oci_labels(dockerfile: Dockerfile) -> None:
+    labels = dockerfile.stages[-1].labels()
+    for key in ("title", "description", "base.name"):
+        assert labels.get(f"org.opencontainers.image.{key}"), key
+    assert labels["org.opencontainers.image.title"] == PYPROJECT["project"]["name"]
+
+
+def test_a_healthcheck_if_any_needs_no_curl(dockerfile: Dockerfile) -> None:
+    for check in dockerfile.stages[-1].all("HEALTHCHECK"):
+        assert not re.search(r"\b(curl|wget)\b", check.args), "the slim image has neither"
+
+
+def test_the_builder_copies_files_that_reach_the_build_context(dockerfile: Dockerfile) -> None:
+    patterns = dockerignore_patterns()
+    copies = [copy for copy in dockerfile.stage("builder").all("COPY") if not copy.flag("from")]
+    assert copies
+    for copy in copies:
+        for source in copy.args.split()[:-1]:
+            assert (ROOT / source).exists(), f"COPY {source}: no such file in the repository"
+            assert not dockerignore_excludes(patterns, source.rstrip("/")), f"COPY {source}: left out by .dockerignore"
+    # Every package the wheel is made of is copied.
+    packages = {path.split("*")[0] for path in PYPROJECT["tool"]["setuptools"]["packages"]["find"]["include"]}
+    copied = {source.rstrip("/") for copy in copies for source in copy.args.split()[:-1]}
+    assert packages <= copied
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        ".git/HEAD",
+        ".venv/bin/python",
+        ".env",
+        "deploy/examples/.env",
+        "service/.env.local",
+        "workers/.env",
+        ".pytest_cache/v/cache/nodeids",
+        ".mypy_cache/3.11/service/app.data.json",
+        ".ruff_cache/CACHEDIR.TAG",
+        ".hypothesis/examples/x",
+        "capture_relay.egg-info/PKG-INFO",
+        "service/__pycache__/app.cpython-311.pyc",
+        "build/lib/service/app.py",
+        "dist/capture_relay-0.1.0-py3-none-any.whl",
+        "bench/RESULTS.md",
+        "tests/conftest.py",
+        "helm/capture-relay/values.yaml",
+    ],
+)
+def test_local_state_stays_out_of_the_build_context(path: str) -> None:
+    assert dockerignore_excludes(dockerignore_patterns(), path)
+
+
+@pytest.mark.parametrize("path", ["pyproject.toml", "README.md", "service/app.py", "simulator/cli.py"])
+def test_the_sources_reach_the_build_context(path: str) -> None:
+    assert not dockerignore_excludes(dockerignore_patterns(), path)
+
+
+# ---- (b) the final stage installs the wheel the builder (and CI) builds -----------------------
+
+
+def _stage_builder_context(builder: Stage, destination: Path) -> Path:
+    """Lay out what the builder's COPY instructions put into the image; returns its WORKDIR."""
+    patterns = dockerignore_patterns()
+    workdirs = builder.all("WORKDIR")
+    assert len(workdirs) == 1, "one WORKDIR in the builder"
+    assert workdirs[0].args.startswith("/")
+    workdir = destination / workdirs[0].args.lstrip("/")
+    workdir.mkdir(parents=True)
+    for copy in builder.all("COPY"):
+        *sources, target = copy.args.split()
+        for source in sources:
+            path = ROOT / source
+            into = workdir / target
+            if path.is_dir():
+                for file in sorted(path.rglob("*")):
+                    relative = file.relative_to(ROOT).as_posix()
+                    if file.is_file() and not dockerignore_excludes(patterns, relative):
+                        copied = into / file.relative_to(path)
+                        copied.parent.mkdir(parents=True, exist_ok=True)
+                        shutil.copy2(file, copied)
+            else:
+                copied = into / path.name if target.endswith("/") else into
+                copied.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(path, copied)
+    return workdir
+
+
+def _shadow_site_packages(destination: Path) -> Path:
+    """This environment's installed distributions, less capture-relay itself, as symlinks.
+
+    The fresh venv sees the dependencies through a ``.pth`` line pointing here, so nothing is
+    downloaded; capture-relay (an editable install here) is left out, so the only copy the venv
+    can import is the wheel under test.
+    """
+    packages = {name.rstrip("*") for name in PYPROJECT["tool"]["setuptools"]["packages"]["find"]["include"]}
+    distribution = re.sub(r"[-_.]+", "_", PYPROJECT["project"]["name"]).lower()
+    destination.mkdir()
+    paths = sysconfig.get_paths()
+    for site_packages in dict.fromkeys([paths["purelib"], paths["platlib"]]):
+        for entry in Path(site_packages).iterdir():
+            name = entry.name
+            metadata_of = re.match(r"(.+?)(?:-[^-]+)?\.(?:dist|egg)-info$", name)
+            if (
+                name in packages
+                or (metadata_of and re.sub(r"[-_.]+", "_", metadata_of.group(1)).lower() == distribution)
+                or name.endswith(".pth")
+                or name.startswith("__editable__")
+            ):
+                continue
+            if not (destination / name).exists():
+                (destination / name).symlink_to(entry)
+    return destination
+
+
+def _run(args: list[str], cwd: Path, env: dict[str, str]) -> str:
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=240, check=False)
+    assert result.returncode == 0, f"{shlex.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_the_final_stage_installs_the_wheel_ci_builds(dockerfile: Dockerfile, tmp_path: Path) -> None:
+    """Build the wheel as the builder does, install it as the final stage does, and run it."""
+    builder, final = dockerfile.stage("builder"), dockerfile.stages[-1]
+    env = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "PYTHONHOME")}
+    version = PYPROJECT["project"]["version"]
+
+    # 1. The builder's project wheel: its own command, on the files its COPY lines copy.
+    wheel_commands = [words for _, words in pip_commands(builder, "wheel") if "--no-deps" in words]
+    assert len(wheel_commands) == 1, wheel_commands
+    words = wheel_commands[0]
+    assert words[-1] == ".", "the builder builds the project in its WORKDIR"
+    flags = without_option(words[4:-1], "--wheel-dir", "-w")
+    source = _stage_builder_context(builder, tmp_path / "context")
+    dist = tmp_path / "dist"
+    _run([sys.executable, "-m", "pip", "wheel", *flags, "--wheel-dir", str(dist), "."], source, env)
+    wheels = list(dist.glob("*.whl"))
+    assert [wheel.name for wheel in wheels] == [f"capture_relay-{version}-py3-none-any.whl"]
+    with zipfile.ZipFile(wheels[0]) as archive:
+        top_level = {name.split("/")[0] for name in archive.namelist()}
+    assert {"capture_relay", "service", "workers", "simulator"} <= top_level
+    assert "tests" not in top_level
+
+    # 2. A fresh venv, and the final stage's own pip install with the wheelhouse swapped for ours.
+    venv = tmp_path / "venv"
+    _run([sys.executable, "-m", "venv", "--without-pip", str(venv)], tmp_path, env)
+    python = venv / "bin" / "python"
+    purelib = _run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], tmp_path, env)
+    shadow = _shadow_site_packages(tmp_path / "dependencies")
+    (Path(purelib.strip()) / "_dependencies.pth").write_text(f"{shadow}\n", encoding="utf-8")
+    _, install = pip_commands(final, "install")[0]
+    install_args = [f"--find-links={dist}", *without_option(install[4:], "--find-links", "-f")]
+    _run([sys.executable, "-m", "pip", "--python", str(python), "install", *install_args], tmp_path, env)
+
+    # 3. What the container runs.
+    command = venv / "bin" / "capture-relay"
+    assert _run([str(command), "version"], tmp_path, env).strip() == version
+    usage = _run([str(command), "--help"], tmp_path, env)
+    for subcommand in ("serve", "worker", "simulate", "version"):
+        assert re.search(rf"^\s+{subcommand}\s", usage, re.MULTILINE), f"--help does not list {subcommand}"
+    imported = _run(
+        [
+            str(python),
+            "-c",
+            "import json, capture_relay.cli, service.app, workers.runner, simulator.app as s;"
+            "print(json.dumps([m.__file__ for m in (capture_relay.cli, service.app, workers.runner, s)]))",
+        ],
+        tmp_path,
+        env,
+    )
+    for module_file in json.loads(imported):
+        assert Path(module_file).is_relative_to(Path(purelib.strip())), f"{module_file} is not the installed wheel"
