@@ -33,7 +33,7 @@ class ServiceMetrics:
         self.webhooks_received = Counter(
             f"{PREFIX}webhooks_received",
             "Webhook deliveries by source and outcome (accepted, duplicate, malformed, unauthentic, "
-            "too_large, unsupported_media_type, unavailable, disabled).",
+            "too_large, unsupported_media_type, unavailable, disabled, error).",
             ["source", "outcome"],
             registry=registry,
         )

@@ -46,6 +46,7 @@ def _webhook_answers() -> dict[str, Any]:
             "headers": {"Retry-After": {"schema": {"type": "integer"}}},
             "content": {"application/json": {"schema": _UNAVAILABLE}},
         },
+        "500": _answer("A fault of the service: nothing was stored; the sender retries.", {"status": "error"}),
     }
 
 

@@ -2,7 +2,8 @@
 
 Answers (DESIGN 3.1): 202 once every new event and its job are in Redis; 200 for a delivery
 already accepted; 400 malformed; 401 not authentic; 413 too large; 415 wrong Content-Type;
-503 with ``Retry-After`` when Redis or the signing keys are unavailable or the backlog is full.
+503 with ``Retry-After`` when Redis or the signing keys are unavailable or the backlog is full;
+500 for a fault of ours (counted as outcome ``error`` and logged as ``webhook.failed``).
 Nothing is answered 2xx before it is stored, and bad input never gets a 5xx.
 """
 
@@ -101,6 +102,8 @@ async def _receive(
         response = _refused(source, app, exc)
     except (KeysUnavailableError, IntakeUnavailableError) as exc:
         response = _unavailable(source, app, exc.reason, str(exc))
+    except Exception:  # noqa: BLE001 - a bug must still be counted, logged and answered 5xx
+        response = _failed(source, app)
     app.metrics.ingest_duration.labels(source).observe(time.perf_counter() - started)
     return response
 
@@ -193,6 +196,14 @@ def _unavailable(source: str, app: AppDeps, reason: str, detail: str) -> Respons
     return JSONResponse(
         {"status": "unavailable", "reason": reason}, status_code=503, headers={"Retry-After": retry_after}
     )
+
+
+def _failed(source: str, app: AppDeps) -> Response:
+    # Nothing was stored (the intake stores all or nothing), and a 5xx makes Capture retry, so
+    # the event is not lost if the fault is fixed within Capture's retry window.
+    app.metrics.webhooks_received.labels(source, "error").inc()
+    log.exception("webhook.failed", source=source, status=500)
+    return JSONResponse({"status": "error", "reason": "internal_error"}, status_code=500)
 
 
 def _not_configured(app: AppDeps, source: str) -> Response:

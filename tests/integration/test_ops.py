@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import time
 
+import pytest
 import redis
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 from rq import Queue, SimpleWorker
 from rq.serializers import JSONSerializer
 from starlette.testclient import TestClient
+from structlog.testing import capture_logs
 
 from service.app import create_app
+from service.intake import Intake
 from service.metrics import QueueCollector
 from tests.conftest import SettingsFactory
 from tests.support.servers import JwksEndpoint
@@ -103,3 +106,24 @@ def test_live_workers_are_counted_and_dead_ones_are_not(redis_client: redis.Redi
     redis_client.delete(dead.key)  # what a SIGKILLed worker's expired heartbeat leaves behind
 
     assert registry.get_sample_value("capture_relay_workers", {"queue": "capture-events"}) == 1
+
+
+def test_an_unexpected_failure_is_counted_logged_and_answered_500(
+    make_settings: SettingsFactory, signing_key: SigningKey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug in the intake path answers 500 (Capture retries), counted as outcome error and logged."""
+
+    async def broken(self: Intake, events: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(Intake, "submit", broken)
+    with capture_logs() as logs, TestClient(create_app(make_settings()), raise_server_exceptions=False) as client:
+        response = client.post(
+            "/webhooks/capture/v3", content=sign(claims(), signing_key), headers={"Content-Type": "application/jwt"}
+        )
+        samples = _samples(client.get("/metrics").text)
+
+    assert response.status_code == 500
+    assert response.json() == {"status": "error", "reason": "internal_error"}
+    assert samples[("capture_relay_webhooks_received_total", (("outcome", "error"), ("source", "v3")))] == 1
+    assert [entry["event"] for entry in logs if entry["log_level"] == "error"] == ["webhook.failed"]
