@@ -144,7 +144,8 @@ def test_slot_of_a_killed_holder_frees_when_its_lease_expires(
 
     held_for = got_at - float(redis_client.get("test:acquired_at") or 0)
     assert early.value.reason == "concurrency"
-    assert 1.0 - 0.02 <= held_for <= 2.0
+    # The 1 s lease, less 20 ms for reading Redis time around it, and well before 2 s.
+    assert 0.98 <= held_for <= 2.0
 
 
 def test_rate_admits_no_more_than_burst_plus_rate_times_elapsed(

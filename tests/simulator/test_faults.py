@@ -170,7 +170,7 @@ def test_calls_past_the_limit_get_510(start_simulator: StartSimulator) -> None:
 
     served = [answer for answer in answers if answer["stat"] == "ok"]
     refused = [answer for answer in answers if answer.get("code") == 510]
-    assert 1 <= len(served) <= 3
+    assert len(served) in {1, 2, 3}
     assert len(served) + len(refused) == 10
     assert refused[0]["error"] == "api_limit_error"
     assert capture.stats_json()["max_in_flight"] >= 4  # what the client attempted, refused calls included
