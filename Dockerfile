@@ -59,11 +59,15 @@ RUN groupadd --system --gid 10001 capture-relay \
 # Install from the builder's wheelhouse only (--no-index): what runs is exactly what was built,
 # and no wheel file stays behind in a layer (the wheelhouse is mounted, not copied into one).
 # The version needs no pin: the wheelhouse holds the one wheel built from these sources.
+# Then, once checked, the installers go: nothing runs pip, setuptools or wheel at run time, and
+# image scanners would report their CVEs. pip only warns (exit 0) about a package that is not
+# installed (python:3.12+ images ship without setuptools and wheel).
 # hadolint ignore=DL3013
 RUN --mount=type=bind,from=builder,source=/wheelhouse,target=/wheelhouse \
     python -m pip install --no-index --find-links=/wheelhouse --no-cache-dir --compile capture-relay \
  && python -m pip check \
- && capture-relay version
+ && capture-relay version \
+ && python -m pip uninstall -y pip setuptools wheel
 
 USER 10001:10001
 # `serve` listens on server.port (8000); a worker's metrics port is worker.metrics_port.

@@ -5,9 +5,11 @@ and the worker HPA instead of KEDA.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import math
 import re
+import shutil
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,12 +17,13 @@ from typing import Any
 
 import helm_python
 import kubernetes_validate
+import promql_parser
 import pytest
 import redis
 import rq
 import yaml
 
-from service.settings import from_mapping
+from service.settings import ConfigError, V3Source, from_mapping
 from service.timeutil import parse_duration
 from tests.deploy.conftest import (
     CHART_DIR,
@@ -64,7 +67,14 @@ SECRET_PATHS = (
     "sources.legacy.callback_hashes[1]",
     "sources.legacy.basic_auth.password",
 )
-REFERENCE = re.compile(r"^\$\{\s*(file:[^}]+|[A-Za-z_][A-Za-z0-9_]*)\s*(:-[^}@]*)?\}$")
+REFERENCE = re.compile(r"^\$\{\s*(file:[^}]+|[A-Za-z_][A-Za-z0-9_]*)\s*(:-(?P<default>[^}]*))?\}$")
+# Credentials in a literal, as the chart's guard sees them: a URL with a password, or password=.
+CREDENTIALS = re.compile(r"://[^/@]*:[^@]+@|[?&]password=", re.IGNORECASE)
+# The literal secret the refusal tests write; no message may repeat it.
+LITERAL = "hunter2-literal"
+DIGEST = "sha256:" + "0" * 64
+# The first capture-relay with the `register` command the registration Job runs.
+REGISTER_RELEASE: Values = {"image": {"tag": "0.2.0"}}
 
 
 def pod_specs(rendered: Rendered) -> Iterator[tuple[str, dict[str, Any], dict[str, Any]]]:
@@ -174,6 +184,27 @@ def test_chart_metadata_follows_the_project() -> None:
         pytest.param({"api": {"resource": {}}}, "additional properties 'resource'", id="misspelt-key"),
         pytest.param({"config": {"ingest": {"queue": "a queue"}}}, "/config/ingest/queue", id="bad-queue-name"),
         pytest.param({"image": {"pullPolicy": "Sometimes"}}, "/image/pullPolicy", id="bad-enum"),
+        pytest.param({"worker": {"replicaCount": 0}}, "/worker/replicaCount", id="no-workers"),
+        pytest.param(
+            {"worker": {"autoscaling": {"mode": "keda", "minReplicas": 0, "keda": {"address": "redis:6379"}}}},
+            "/worker/autoscaling/minReplicas",
+            id="keda-scale-to-zero",
+        ),
+        pytest.param(
+            {"worker": {"autoscaling": {"mode": "hpa", "minReplicas": 0}}},
+            "/worker/autoscaling/minReplicas",
+            id="hpa-scale-to-zero",
+        ),
+        pytest.param(
+            {"worker": {"autoscaling": {"mode": "keda", "keda": {"type": "redis-cluster", "address": "redis:6379"}}}},
+            "/worker/autoscaling/keda/type",
+            id="redis-cluster",
+        ),
+        pytest.param(
+            {"worker": {"terminationGraceExtraSeconds": 29}},
+            "/worker/terminationGraceExtraSeconds",
+            id="grace-extra-below-30",
+        ),
     ],
 )
 def test_values_schema_refuses_bad_values(
@@ -467,15 +498,93 @@ def test_checksum_follows_the_config_only(render: Renderer, default_render: Rend
     assert checksum(render({"api": {"replicaCount": 5}})) == checksum(default_render)
 
 
-def test_no_config_map_holds_a_secret_literal(any_render: Rendered) -> None:
-    """Every secret key of every rendered config is a ${VAR} or ${file:} reference without credentials."""
-    for config_map in any_render.of_kind("ConfigMap"):
-        if "config.yaml" not in config_map["data"]:
+def secret_literals(rendered: Rendered) -> list[str]:
+    """``<ConfigMap>: <key>`` for each secret key of a rendered config that is not a ${VAR} or
+    ${file:} reference, or whose default is a secret (any default, but a credential-free URL for
+    redis_url)."""
+    found = []
+    for config_map in rendered.of_kind("ConfigMap"):
+        text = config_map.get("data", {}).get("config.yaml")
+        if text is None:
             continue
-        config = yaml.safe_load(config_map["data"]["config.yaml"])
+        config = yaml.safe_load(text)
         for path in SECRET_PATHS:
             value = at_path(config, path)
-            assert value is None or REFERENCE.match(value), f"{path} is a literal"
+            if value is None:
+                continue
+            match = REFERENCE.match(value) if isinstance(value, str) else None
+            default = (match["default"] or "") if match else ""
+            credentials = "@" in default or CREDENTIALS.search(default) is not None
+            if match is None or credentials or (default and path != "redis_url"):
+                found.append(f"{config_map['metadata']['name']}: {path}")
+    return found
+
+
+def with_value_at(values: Values, path: str, value: Any) -> Values:
+    """A copy of ``values`` with ``value`` at ``a.b[0].c`` (the containers on the way exist)."""
+    result = copy.deepcopy(values)
+    parts = re.findall(r"[^.\[\]]+|\[\d+\]", path)
+    node: Any = result
+    for part in parts[:-1]:
+        node = node[int(part[1:-1])] if part.startswith("[") else node[part]
+    last = parts[-1]
+    if last.startswith("["):
+        node[int(last[1:-1])] = value
+    else:
+        node[last] = value
+    return result
+
+
+@pytest.mark.parametrize(
+    "values_set", ["default", "everything", "worker-hpa", *(f"literal {path}" for path in SECRET_PATHS)]
+)
+def test_no_config_map_holds_a_secret_literal(
+    render: Renderer, everything_values: Values, worker_hpa_values: Values, values_set: str
+) -> None:
+    """Whatever the values, no rendered ConfigMap holds a secret literal.
+
+    The three values sets of the suite render and are inspected; a values set that writes a
+    literal into one secret key must be refused by the guard, and if it renders anyway, the same
+    inspection finds the literal.
+    """
+    values: Values = {"default": {}, "everything": everything_values, "worker-hpa": worker_hpa_values}.get(
+        values_set, {}
+    )
+    if values_set.startswith("literal "):
+        values = with_value_at({"config": everything_values["config"]}, "config." + values_set.split()[1], LITERAL)
+        values = merged(everything_values, values)
+    refusal = ""
+    rendered: Rendered | None = None
+    try:
+        rendered = render(base=values)
+    except (helm_python.HelmRenderError, helm_python.HelmValuesError) as failure:
+        refusal = str(failure)
+    if rendered is None:
+        assert values_set.startswith("literal "), f"{values_set} should render: {refusal}"
+        assert "hunter2" not in refusal
+    else:
+        assert secret_literals(rendered) == []
+
+
+def test_the_secret_literal_check_finds_literals(everything_render: Rendered) -> None:
+    """The inspection above can fail: fed a ConfigMap holding literals, it names each key."""
+    doctored = copy.deepcopy(everything_render.one("ConfigMap", "config"))
+    config = yaml.safe_load(doctored["data"]["config.yaml"])
+    config["redis_url"] = "${REDIS_URL:-redis://redis:6379/0?password=" + LITERAL + "}"
+    config["capture"]["client_secret"] = LITERAL
+    config["capture"]["webhooks_api"]["client_secret"] = "${AKAMAI_SECRET:-" + LITERAL + "}"
+    config["sources"]["legacy"]["callback_hashes"][1] = LITERAL
+    doctored["data"]["config.yaml"] = yaml.safe_dump(config)
+    name = doctored["metadata"]["name"]
+
+    found = secret_literals(Rendered(values={}, files={}, objects=[doctored], notes=""))
+
+    assert found == [
+        f"{name}: redis_url",
+        f"{name}: capture.client_secret",
+        f"{name}: capture.webhooks_api.client_secret",
+        f"{name}: sources.legacy.callback_hashes[1]",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -483,6 +592,8 @@ def test_no_config_map_holds_a_secret_literal(any_render: Rendered) -> None:
     [
         ("config.redis_url", {"redis_url": "redis://:hunter2-literal@redis:6379/0"}),
         ("config.redis_url", {"redis_url": "${REDIS_URL:-redis://:hunter2-literal@redis:6379/0}"}),
+        ("config.redis_url", {"redis_url": "${REDIS_URL:-redis://redis:6379/0?password=hunter2-literal}"}),
+        ("config.redis_url", {"redis_url": "${REDIS_URL:-rediss://redis:6380/0?ssl=1&Password=hunter2-literal}"}),
         ("config.capture.client_secret", {"capture": {"client_secret": "hunter2-literal"}}),
         ("config.capture.client_secret", {"capture": {"client_secret": "${CAPTURE_SECRET:-hunter2-literal}"}}),
         (
@@ -518,11 +629,117 @@ def test_references_without_credentials_pass_the_guard(render: Renderer, redis_u
     assert config_of(render({"config": {"redis_url": redis_url}}))["redis_url"] == redis_url
 
 
-def test_a_literal_secret_in_extra_env_fails_rendering(render: Renderer) -> None:
-    """extraEnv values named like secrets must come from a Secret."""
-    message = render_error(render, {"extraEnv": [{"name": "CAPTURE_CLIENT_SECRET", "value": "hunter2-literal"}]})
-    assert "extraEnv[0] (CAPTURE_CLIENT_SECRET)" in message
+@pytest.mark.parametrize(
+    ("env", "config", "complaint"),
+    [
+        pytest.param(
+            {"name": "CAPTURE_CLIENT_SECRET", "value": LITERAL}, {}, "looks like a secret", id="named-like-a-secret"
+        ),
+        pytest.param(
+            {"name": "REDIS_URL", "value": "redis://:hunter2@redis:6379/0"},
+            {},
+            "config.redis_url reads ${REDIS_URL}",
+            id="redis-url-with-a-password",
+        ),
+        pytest.param(
+            {"name": "REDIS_URL", "value": "redis://redis:6379/0"},
+            {},
+            "config.redis_url reads ${REDIS_URL}",
+            id="redis-url-without-a-password",
+        ),
+        pytest.param(
+            {"name": "RELAY_VALUE", "value": LITERAL},
+            {"redis_url": "${RELAY_VALUE:-redis://redis:6379/0}"},
+            "config.redis_url reads ${RELAY_VALUE}",
+            id="redis-url-reference-with-a-default",
+        ),
+        pytest.param(
+            {"name": "RELAY_VALUE", "value": LITERAL},
+            {"capture": {"client_secret": "${RELAY_VALUE}"}},
+            "config.capture.client_secret reads ${RELAY_VALUE}",
+            id="capture-client-secret",
+        ),
+        pytest.param(
+            {"name": "RELAY_VALUE", "value": LITERAL},
+            {"capture": {"webhooks_api": {"client_secret": "${ RELAY_VALUE }"}}},
+            "config.capture.webhooks_api.client_secret reads ${RELAY_VALUE}",
+            id="webhooks-api-client-secret",
+        ),
+        pytest.param(
+            {"name": "RELAY_VALUE", "value": LITERAL},
+            {"sources": {"legacy": {"callback_hashes": ["${LEGACY_CALLBACK_HASH}", "${RELAY_VALUE}"]}}},
+            "config.sources.legacy.callback_hashes[1] reads ${RELAY_VALUE}",
+            id="callback-hash",
+        ),
+        pytest.param(
+            {"name": "RELAY_VALUE", "value": LITERAL},
+            {"sources": {"legacy": {"basic_auth": {"password": "${RELAY_VALUE}"}}}},
+            "config.sources.legacy.basic_auth.password reads ${RELAY_VALUE}",
+            id="basic-auth-password",
+        ),
+        pytest.param(
+            {"name": "BROKER_URL", "value": "amqp://relay:hunter2@mq:5672/"},
+            {},
+            "carrying credentials",
+            id="url-with-a-password",
+        ),
+        pytest.param(
+            {"name": "CACHE_DSN", "value": "redis://cache:6379/0?password=hunter2"},
+            {},
+            "carrying credentials",
+            id="password-parameter",
+        ),
+        pytest.param(
+            {"name": "CACHE_DSN", "value": "redis://cache:6379/0?db=1&Password=hunter2"},
+            {},
+            "carrying credentials",
+            id="password-parameter-any-case",
+        ),
+    ],
+)
+def test_a_literal_secret_in_extra_env_fails_rendering(
+    render: Renderer, everything_values: Values, env: dict[str, str], config: Values, complaint: str
+) -> None:
+    """A literal extraEnv value is refused when it is a secret; the message names the variable, not the value."""
+    values = merged(everything_values, {"config": config})
+    values["extraEnv"] = [*everything_values["extraEnv"], env]
+    index = len(everything_values["extraEnv"])
+
+    message = render_error(render, {}, base=values)
+
+    assert f"extraEnv[{index}] ({env['name']})" in message
+    assert complaint in message
     assert "hunter2" not in message
+    assert env["value"] not in message
+
+
+@pytest.mark.parametrize(
+    ("env", "config"),
+    [
+        pytest.param({"name": "REDIS_ADDRESS", "value": "redis-master.redis.svc:6379"}, {}, id="host-port"),
+        pytest.param({"name": "ONCALL", "value": "identity-oncall@example.com"}, {}, id="an-address"),
+        pytest.param(
+            {"name": "PUBLIC_URL", "value": "https://hooks.example.com:8443/webhooks"}, {}, id="url-with-port"
+        ),
+        pytest.param({"name": "DOCS_URL", "value": "https://example.com/people/@identity"}, {}, id="url-with-at"),
+        pytest.param(
+            {"name": "REDIS_URL", "value": "redis://redis:6379/0"},
+            {"redis_url": "${file:/run/secrets/capture-relay/redis-url}"},
+            id="redis-url-no-secret-key-reads",
+        ),
+    ],
+)
+def test_a_literal_extra_env_value_that_is_no_secret_renders(
+    render: Renderer, everything_values: Values, env: dict[str, str], config: Values
+) -> None:
+    """Host names, addresses and URLs without credentials, in variables no secret key reads, pass."""
+    values = merged(everything_values, {"config": config})
+    values["extraEnv"] = [*everything_values["extraEnv"], env]
+
+    rendered = render(base=values)
+
+    for where, _, spec in pod_specs(rendered):
+        assert env in spec["containers"][0]["env"], where
 
 
 # --- Worker shutdown and autoscaling ----------------------------------------------------------
@@ -548,11 +765,20 @@ def test_worker_grace_period_follows_the_job_timeout(render: Renderer, job_timeo
     assert grace_period(rendered) == max(1, math.ceil(parse_duration(job_timeout))) + 60
 
 
-def test_an_explicit_grace_period_must_outlast_the_job_timeout(render: Renderer) -> None:
-    """An explicit grace period is used when longer than the job timeout, refused otherwise."""
-    assert grace_period(render({"worker": {"terminationGracePeriodSeconds": 700}})) == 700
-    message = render_error(render, {"worker": {"terminationGracePeriodSeconds": 600}})
-    assert "worker.terminationGracePeriodSeconds (600) must be larger than config.ingest.job_timeout (600 s)" in message
+@pytest.mark.parametrize("explicit", [600, 601, 629])
+def test_an_explicit_grace_period_must_outlast_the_job_timeout_by_30_s(render: Renderer, explicit: int) -> None:
+    """A stopping worker finishes its job, then records the result and deregisters: 30 s at least."""
+    message = render_error(render, {"worker": {"terminationGracePeriodSeconds": explicit}})
+    assert (
+        f"worker.terminationGracePeriodSeconds ({explicit}) must be at least 30 s above config.ingest.job_timeout"
+        " (600 s), so 630 or more"
+    ) in message
+
+
+@pytest.mark.parametrize("explicit", [630, 700])
+def test_an_explicit_grace_period_30_s_above_the_job_timeout_is_used(render: Renderer, explicit: int) -> None:
+    """From job timeout + 30 on, the explicit grace period is the pods'."""
+    assert grace_period(render({"worker": {"terminationGracePeriodSeconds": explicit}})) == explicit
 
 
 def test_a_job_timeout_from_the_environment_needs_an_explicit_grace_period(render: Renderer) -> None:
@@ -694,10 +920,23 @@ def test_service_monitor_and_pod_monitor(everything_render: Rendered) -> None:
 
 
 def test_prometheus_rule_carries_the_rules_file_unchanged(everything_render: Rendered) -> None:
-    """The groups of rules/capture-relay.rules.yaml, Prometheus templates ({{ $labels }}) intact."""
+    """The groups of rules/capture-relay.rules.yaml, Prometheus templates ({{ $labels }}) intact;
+    only the absent() of CaptureRelayIngressMetricsAbsent gains the release namespace."""
     rules_file = yaml.safe_load((CHART_DIR / "rules" / "capture-relay.rules.yaml").read_text(encoding="utf-8"))
+    expected = copy.deepcopy(rules_file["groups"])
+    scoped = 0
+    for group in expected:
+        for entry in group["rules"]:
+            if entry.get("alert") == "CaptureRelayIngressMetricsAbsent":
+                unscoped = "absent(capture_relay_queue_depth)"
+                assert unscoped in entry["expr"], "the rules file keeps the unscoped absent() for file users"
+                entry["expr"] = entry["expr"].replace(
+                    unscoped, f'absent(capture_relay_queue_depth{{namespace="{NAMESPACE}"}})'
+                )
+                scoped += 1
     rule = everything_render.one("PrometheusRule", "alerts")
-    assert rule["spec"] == {"groups": rules_file["groups"]}
+    assert scoped == 1
+    assert rule["spec"] == {"groups": expected}
     assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     assert rule["metadata"]["labels"]["role"] == "alert-rules"
     assert "{{ $labels." in yaml.safe_dump(rule["spec"])
@@ -728,10 +967,11 @@ def test_dashboard_label_is_configurable(render: Renderer) -> None:
 
 
 def test_registration_hook_job(everything_render: Rendered) -> None:
-    """A post-install/post-upgrade hook Job, replaced on each run, removed once it succeeds, bounded."""
+    """A post-install/upgrade/rollback hook Job, replaced on each run, removed once it succeeds, bounded."""
+    assert everything_render.values["image"] == merged(everything_render.values["image"], REGISTER_RELEASE["image"])
     job = everything_render.one("Job", "registration")
     assert job["metadata"]["annotations"] == {
-        "helm.sh/hook": "post-install,post-upgrade",
+        "helm.sh/hook": "post-install,post-upgrade,post-rollback",
         "helm.sh/hook-weight": "5",
         "helm.sh/hook-delete-policy": "before-hook-creation,hook-succeeded",
     }
@@ -749,10 +989,10 @@ def test_registration_cron_job(everything_render: Rendered) -> None:
 
 
 def test_registration_is_off_by_default(default_render: Rendered, render: Renderer) -> None:
-    """No Job or CronJob until registration.enabled (the register command comes with issue 6)."""
+    """No Job or CronJob until registration.enabled (the register command comes with 0.2.0)."""
     assert not default_render.has("Job")
     assert not default_render.has("CronJob")
-    rendered = render({"registration": {"enabled": True}})
+    rendered = render({"registration": {"enabled": True}}, base=REGISTER_RELEASE)
     assert rendered.one("Job", "registration")["spec"]["template"]["spec"]["containers"][0]["args"] == [
         "register",
         "--apply",
@@ -765,3 +1005,309 @@ def test_notes_warn_about_a_config_without_sources(default_render: Rendered, eve
     assert "config.sources configures no webhook source" in default_render.notes
     assert "config.sources configures no webhook source" not in everything_render.notes
     assert "rq:queue:capture-events" in everything_render.notes
+
+
+def test_the_install_notes_show_only_the_registration_subcommand(render: Renderer) -> None:
+    """registration.args may carry anything (a token, a URL): the notes print the subcommand alone."""
+    args = ["register", "--apply", "--token=" + LITERAL, "--prune"]
+    rendered = render({"registration": {"enabled": True, "args": args}}, base=REGISTER_RELEASE)
+
+    assert rendered.one("Job", "registration")["spec"]["template"]["spec"]["containers"][0]["args"] == args
+    assert "`capture-relay register`" in rendered.notes
+    assert "hunter2" not in rendered.notes
+    assert "--apply" not in rendered.notes
+
+
+# --- The register command's release -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("image", "version"),
+    [
+        pytest.param({}, "0.1.0", id="appVersion"),
+        pytest.param({"tag": "0.1.0"}, "0.1.0", id="tag"),
+        pytest.param({"tag": "v0.1.9"}, "v0.1.9", id="v-prefix"),
+        pytest.param({"tag": "0.1"}, "0.1", id="short"),
+        pytest.param({"tag": "0.2.0-rc.1"}, "0.2.0-rc.1", id="pre-release-of-0.2.0"),
+        pytest.param({"tag": "0.1.0", "digest": DIGEST}, "0.1.0", id="digest-with-its-tag"),
+    ],
+)
+def test_registration_needs_a_release_with_the_register_command(render: Renderer, image: Values, version: str) -> None:
+    """Before 0.2.0 there is no `register` command: the hook would fail every install and upgrade."""
+    for registration in ({"enabled": True}, {"enabled": True, "cronJob": {"enabled": True}}):
+        message = render_error(render, {"registration": registration, "image": image})
+        assert (
+            f"capture-relay {version} has no `register` command; leave registration.enabled off until a release"
+            " that has it"
+        ) in message
+
+
+@pytest.mark.parametrize("tag", ["0.2.0", "0.2", "v0.2.1", "0.2.0+build.7", "0.10.0", "1.0.0"])
+def test_registration_renders_from_0_2_0_on(render: Renderer, tag: str) -> None:
+    """0.2.0 and later (compared as versions, not as text: 0.10.0 is later) render the hook, no warning."""
+    rendered = render({"registration": {"enabled": True, "cronJob": {"enabled": True}}, "image": {"tag": tag}})
+
+    assert rendered.has("Job", "registration")
+    assert rendered.has("CronJob", "registration")
+    assert "not a semantic" not in rendered.notes
+
+
+@pytest.mark.parametrize(
+    ("image", "shown"),
+    [
+        pytest.param({"tag": "latest"}, 'image.tag "latest"', id="latest"),
+        pytest.param({"tag": "main-3f2a9c1"}, 'image.tag "main-3f2a9c1"', id="branch"),
+        pytest.param({"tag": "0.2.0-01"}, 'image.tag "0.2.0-01"', id="not-quite-semver"),
+        pytest.param({"digest": DIGEST}, "image.digest alone", id="digest-only"),
+    ],
+)
+def test_registration_with_an_unversioned_image_renders_with_a_warning(
+    render: Renderer, image: Values, shown: str
+) -> None:
+    """A version the chart cannot compare passes, and the install notes say what is at stake."""
+    rendered = render({"registration": {"enabled": True}, "image": image})
+
+    assert rendered.has("Job", "registration")
+    notes = " ".join(rendered.notes.split())
+    assert f"WARNING: the image version ({shown}) is not a semantic version" in notes
+    assert "capture-relay 0.2.0 or later" in notes
+
+
+def test_no_registration_section_is_promised_in_the_config() -> None:
+    """capture-relay refuses unknown keys: a `webhooks:` section would crash-loop every pod."""
+    with pytest.raises(ConfigError, match="webhooks: unknown key"):
+        from_mapping({"redis_url": "redis://redis:6379/0", "webhooks": {}}, {})
+    texts = [CHART_DIR / "values.yaml", REPO / "docs" / "kubernetes.md", *sorted(CHART_DIR.glob("templates/*"))]
+    for path in texts:
+        assert "config.webhooks" not in path.read_text(encoding="utf-8"), path
+
+
+def test_the_cron_job_name_leaves_room_for_the_job_suffix(render: Renderer) -> None:
+    """The CronJob controller appends -<11 digits> to its Jobs: the CronJob name is 52 characters at most."""
+    values = merged(REGISTER_RELEASE, {"registration": {"enabled": True, "cronJob": {"enabled": True}}})
+    for fullname in ("f" * 60, "f" * 42 + "-" + "g" * 17, "capture-relay"):
+        rendered = render(merged(values, {"fullnameOverride": fullname}))
+        name = rendered.one("CronJob", "registration")["metadata"]["name"]
+        assert len(name) <= 52, name
+        assert name.endswith("-register")
+        assert "--" not in name
+        for obj in rendered.objects:
+            assert len(obj["metadata"]["name"]) <= 63, obj["metadata"]["name"]
+    assert name == "capture-relay-register"
+
+
+# --- Workers never scale to zero -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("mode", "kind", "field"),
+    [("keda", "ScaledObject", "minReplicaCount"), ("hpa", "HorizontalPodAutoscaler", "minReplicas")],
+)
+def test_autoscaled_workers_keep_two_by_default(render: Renderer, mode: str, kind: str, field: str) -> None:
+    """Without a minReplicas of their own, autoscaled workers never go below two."""
+    overrides = {"worker": {"autoscaling": {"mode": mode, "keda": {"address": "redis:6379"}}}}
+    assert render(overrides).one(kind, "worker")["spec"][field] == 2
+
+
+@pytest.fixture(scope="module")
+def chart_without_schema(tmp_path_factory: pytest.TempPathFactory) -> Iterator[helm_python.Chart]:
+    """The chart less values.schema.json: what `helm install --skip-schema-validation` renders."""
+    directory = tmp_path_factory.mktemp("chart") / CHART_DIR.name
+    shutil.copytree(CHART_DIR, directory)
+    (directory / "values.schema.json").unlink()
+    with helm_python.Chart.load(directory) as loaded:
+        yield loaded
+
+
+@pytest.mark.parametrize(
+    ("overrides", "complaint"),
+    [
+        pytest.param({"worker": {"replicaCount": 0}}, "worker.replicaCount must be at least 1", id="no-workers"),
+        pytest.param(
+            {"worker": {"autoscaling": {"mode": "keda", "minReplicas": 0, "keda": {"address": "redis:6379"}}}},
+            "worker.autoscaling.minReplicas must be at least 1",
+            id="keda-to-zero",
+        ),
+        pytest.param(
+            {"worker": {"autoscaling": {"mode": "keda", "keda": {"type": "redis-cluster", "address": "redis:6379"}}}},
+            "does not support Redis Cluster",
+            id="redis-cluster",
+        ),
+        pytest.param(
+            {"worker": {"terminationGraceExtraSeconds": 10}},
+            "worker.terminationGraceExtraSeconds (10) must be at least 30",
+            id="grace-extra",
+        ),
+    ],
+)
+def test_the_templates_refuse_what_the_schema_refuses(
+    chart_without_schema: helm_python.Chart, overrides: Values, complaint: str
+) -> None:
+    """Without the schema (--skip-schema-validation), the templates still refuse, and say why."""
+    with pytest.raises(helm_python.HelmRenderError) as failure:
+        chart_without_schema.render(overrides, name=RELEASE, namespace=NAMESPACE, is_install=True)
+    assert complaint in str(failure.value)
+    if "at least 1" in complaint:
+        assert "ScheduledJobRegistry" in str(failure.value)
+
+
+# --- Redis Sentinel for KEDA -----------------------------------------------------------------------
+
+
+SENTINEL: Values = {"worker": {"autoscaling": {"mode": "keda", "keda": {"type": "redis-sentinel"}}}}
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        pytest.param({}, id="nothing"),
+        pytest.param({"sentinelMaster": "mymaster"}, id="no-sentinels"),
+        pytest.param({"addresses": "a:26379, b:26379"}, id="no-master"),
+        pytest.param({"sentinelMaster": "mymaster", "hosts": "a, b"}, id="hosts-without-ports"),
+    ],
+)
+def test_keda_sentinel_needs_the_master_and_the_sentinels(render: Renderer, metadata: Values) -> None:
+    """type redis-sentinel without sentinelMaster and the sentinels' addresses is refused."""
+    message = render_error(render, merged(SENTINEL, {"worker": {"autoscaling": {"keda": {"extraMetadata": metadata}}}}))
+    assert "extraMetadata.sentinelMaster" in message
+    assert "extraMetadata.addresses" in message
+
+
+def test_keda_sentinel_takes_no_single_server_address(render: Renderer) -> None:
+    """address/addressFromEnv name one server; with Sentinel they would be ignored by KEDA, so they are refused."""
+    metadata = {"sentinelMaster": "mymaster", "addresses": "a:26379"}
+    keda = {"address": "redis:6379", "extraMetadata": metadata}
+    message = render_error(render, merged(SENTINEL, {"worker": {"autoscaling": {"keda": keda}}}))
+    assert "leave address and addressFromEnv empty" in message
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        {"sentinelMaster": "mymaster", "addresses": "a:26379, b:26379"},
+        {"sentinelMasterFromEnv": "SENTINEL_MASTER", "addressesFromEnv": "SENTINEL_ADDRESSES"},
+        {"sentinelMaster": "mymaster", "hosts": "a, b", "ports": "26379, 26379"},
+    ],
+)
+def test_keda_sentinel_with_master_and_sentinels(render: Renderer, metadata: Values) -> None:
+    """Master and sentinels given: they reach the trigger, as strings, with the queue's list."""
+    rendered = render(merged(SENTINEL, {"worker": {"autoscaling": {"keda": {"extraMetadata": metadata}}}}))
+    trigger = scaled_object_trigger(rendered)
+    assert trigger["type"] == "redis-sentinel"
+    assert metadata.items() <= trigger["metadata"].items()
+    assert trigger["metadata"]["listName"] == queue_key("capture-events")
+
+
+def test_the_notes_tie_keda_to_redis_url(everything_render: Rendered, render: Renderer) -> None:
+    """KEDA cannot read REDIS_URL: the notes repeat its database and TLS and say they must match."""
+    notes = " ".join(everything_render.notes.split())
+    assert "KEDA reads the queue length from Redis itself: $REDIS_ADDRESS, database 0, no TLS." in notes
+    assert "Keep worker.autoscaling.keda.databaseIndex and enableTLS in step with REDIS_URL" in notes
+    keda = {"address": "redis:6380", "databaseIndex": 3, "enableTLS": True}
+    tls = " ".join(render({"worker": {"autoscaling": {"mode": "keda", "keda": keda}}}).notes.split())
+    assert "from Redis itself: redis:6380, database 3, TLS." in tls
+    assert "KEDA" not in render({}).notes
+
+
+# --- Disruption budgets that would block drains -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("overrides", "complaint"),
+    [
+        pytest.param(
+            {"worker": {"replicaCount": 1, "pdb": {"minAvailable": 1}}},
+            "worker.pdb.minAvailable (1) must be below worker.replicaCount (1)",
+            id="worker-one-of-one",
+        ),
+        pytest.param(
+            {"api": {"replicaCount": 2, "pdb": {"minAvailable": 3}}},
+            "api.pdb.minAvailable (3) must be below api.replicaCount (2)",
+            id="api-above-replicas",
+        ),
+        pytest.param(
+            {"api": {"autoscaling": {"enabled": True, "minReplicas": 3}, "pdb": {"minAvailable": 3}}},
+            "api.pdb.minAvailable (3) must be below api.autoscaling.minReplicas (3)",
+            id="api-autoscaled",
+        ),
+        pytest.param(
+            {
+                "worker": {
+                    "replicaCount": 5,
+                    "autoscaling": {"mode": "keda", "minReplicas": 2, "keda": {"address": "redis:6379"}},
+                    "pdb": {"minAvailable": 2},
+                }
+            },
+            "worker.pdb.minAvailable (2) must be below worker.autoscaling.minReplicas (2)",
+            id="worker-keda",
+        ),
+        pytest.param(
+            {"worker": {"autoscaling": {"mode": "hpa", "minReplicas": 3}, "pdb": {"minAvailable": 4}}},
+            "worker.pdb.minAvailable (4) must be below worker.autoscaling.minReplicas (3)",
+            id="worker-hpa",
+        ),
+        pytest.param({"api": {"pdb": {"minAvailable": "100%"}}}, "api.pdb.minAvailable is 100%", id="all-of-them"),
+        pytest.param({"worker": {"pdb": {"maxUnavailable": 0}}}, "worker.pdb.maxUnavailable is 0", id="none-down"),
+        pytest.param({"api": {"pdb": {"maxUnavailable": "0%"}}}, "api.pdb.maxUnavailable is 0%", id="none-down-%"),
+    ],
+)
+def test_a_budget_that_never_allows_an_eviction_is_refused(render: Renderer, overrides: Values, complaint: str) -> None:
+    """A PDB no eviction can satisfy blocks node drains forever: rendering fails, naming both values."""
+    message = render_error(render, overrides)
+    assert complaint in message
+    assert "drains" in message
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        pytest.param({"worker": {"replicaCount": 1}}, id="one-worker-default-budget"),
+        pytest.param({"api": {"replicaCount": 3, "pdb": {"minAvailable": 2}}}, id="two-of-three"),
+        pytest.param({"api": {"pdb": {"minAvailable": "50%"}}}, id="half"),
+        pytest.param({"worker": {"replicaCount": 1, "pdb": {"enabled": False, "minAvailable": 1}}}, id="no-pdb"),
+        pytest.param({"worker": {"replicaCount": 2, "pdb": {"minAvailable": 1}}}, id="one-of-two"),
+    ],
+)
+def test_a_budget_that_allows_an_eviction_renders(render: Renderer, overrides: Values) -> None:
+    """maxUnavailable 1 (even with one replica), or minAvailable below the replicas, is fine."""
+    render(overrides)
+
+
+# --- Probes and the PrometheusRule -------------------------------------------------------------------
+
+
+def test_readiness_waits_longer_than_a_jwks_fetch(any_render: Rendered) -> None:
+    """/readyz may fetch the signing keys, which takes up to sources.v3.jwks_timeout: the probe waits longer."""
+    probe = container(workload(any_render, "api"))["readinessProbe"]
+    v3 = at_path(config_of(any_render), "sources.v3") or {}
+    jwks_timeout = (
+        parse_duration(v3["jwks_timeout"]) if "jwks_timeout" in v3 else V3Source.model_fields["jwks_timeout"].default
+    )
+    assert probe["timeoutSeconds"] > jwks_timeout
+
+
+def absent_expressions(rule: Manifest) -> list[str]:
+    """The expressions of a PrometheusRule that call absent()."""
+    return [
+        entry["expr"].strip()
+        for group in rule["spec"]["groups"]
+        for entry in group["rules"]
+        if "absent(" in entry["expr"]
+    ]
+
+
+@pytest.mark.parametrize("namespace", [NAMESPACE, "identity-staging"])
+def test_prometheus_rule_scopes_absent_to_the_release_namespace(
+    chart: helm_python.Chart, everything_values: Values, namespace: str
+) -> None:
+    """absent() has no labels to group by: the chart's copy looks at its own namespace only."""
+    files = chart.render(everything_values, name=RELEASE, namespace=namespace, is_install=True)
+    (text,) = [text for path, text in files.items() if path.endswith("/prometheusrule.yaml")]
+    rule = yaml.safe_load(text)
+
+    (expr,) = absent_expressions(rule)
+    assert expr == f'absent(capture_relay_queue_depth{{namespace="{namespace}"}})'
+    (call,) = [node for node in [promql_parser.parse(expr)] if isinstance(node, promql_parser.Call)]
+    (selector,) = call.args
+    assert isinstance(selector, promql_parser.VectorSelector)
+    assert [(m.name, m.value) for m in selector.matchers.matchers] == [("namespace", namespace)]

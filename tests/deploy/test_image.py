@@ -398,6 +398,29 @@ def test_the_image_carries_oci_labels(dockerfile: Dockerfile) -> None:
     assert labels["org.opencontainers.image.title"] == PYPROJECT["project"]["name"]
 
 
+INSTALLERS = ("pip", "setuptools", "wheel")
+
+
+def test_the_final_stage_removes_the_installers_once_the_install_is_checked(dockerfile: Dockerfile) -> None:
+    """pip, setuptools and wheel are uninstalled after `pip check` and `capture-relay version`."""
+    commands = [words for _, words in run_commands(dockerfile.stages[-1])]
+    uninstalls = [index for index, words in enumerate(commands) if words[:4] == ["python", "-m", "pip", "uninstall"]]
+    assert len(uninstalls) == 1, "one pip uninstall in the final stage"
+    (where,) = uninstalls
+    words = commands[where]
+    assert "-y" in words or "--yes" in words, "without -y pip asks, and a build has no one to answer"
+    assert sorted(word for word in words[4:] if not word.startswith("-")) == sorted(INSTALLERS)
+    checks = [
+        index
+        for index, command in enumerate(commands)
+        if command[:4] == ["python", "-m", "pip", "check"] or command == ["capture-relay", "version"]
+    ]
+    assert len(checks) == 2, "pip check and capture-relay version both run"
+    assert max(checks) < where, "the installers go only after the install was checked"
+    after = [command for command in commands[where + 1 :] if "pip" in command or command[:1] == ["pip"]]
+    assert after == [], "nothing can run pip once it is uninstalled"
+
+
 def test_a_healthcheck_if_any_needs_no_curl(dockerfile: Dockerfile) -> None:
     for check in dockerfile.stages[-1].all("HEALTHCHECK"):
         assert not re.search(r"\b(curl|wget)\b", check.args), "the slim image has neither"
@@ -564,3 +587,24 @@ def test_the_final_stage_installs_the_wheel_ci_builds(dockerfile: Dockerfile, tm
     )
     for module_file in json.loads(imported):
         assert Path(module_file).is_relative_to(Path(purelib.strip())), f"{module_file} is not the installed wheel"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_the_final_stages_uninstall_leaves_no_installer(dockerfile: Dockerfile, tmp_path: Path) -> None:
+    """The final stage's own uninstall command, run in a venv made by ensurepip (offline): it exits 0
+    although one of the packages is missing there, and pip and setuptools are gone afterwards."""
+    (words,) = [words for _, words in pip_commands(dockerfile.stages[-1], "uninstall")]
+    env = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "PYTHONHOME")}
+    venv = tmp_path / "venv"
+    _run([sys.executable, "-m", "venv", str(venv)], tmp_path, env)
+    python = str(venv / "bin" / "python")
+    listed = {item["name"] for item in json.loads(_run([python, "-m", "pip", "list", "--format=json"], tmp_path, env))}
+    assert "pip" in listed
+    assert set(INSTALLERS) - listed, "this check wants one package to be missing, as in python:3.12+ images"
+
+    _run([python, *words[1:]], tmp_path, env)
+
+    for module in ("pip", "setuptools", "wheel"):
+        result = subprocess.run([python, "-c", f"import {module}"], env=env, capture_output=True, check=False)
+        assert result.returncode != 0, f"{module} is still importable"

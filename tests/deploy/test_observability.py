@@ -14,7 +14,7 @@ import functools
 import json
 import re
 from collections import defaultdict
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.metrics import MetricWrapperBase
 
 from service.metrics import QueueCollector, ServiceMetrics, WorkerMetrics
+from tests.deploy.conftest import Rendered
 from workers.capture_calls import CaptureApiMetrics
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -492,3 +493,370 @@ def test_helm_chart_carries_an_identical_copy(source: Path) -> None:
     copy = HELM_COPIES[source]
 
     assert copy.read_bytes() == source.read_bytes(), f"run: cp {source.relative_to(ROOT)} {copy.relative_to(ROOT)}"
+
+
+# ------------------------------------------------------------------ (f) what the alerts do
+#
+# A small evaluator of instant PromQL, enough for the alert expressions: selectors, sum/max/min/
+# count by/without, comparisons with a scalar, arithmetic and set operators with on/ignoring and
+# group_left/right, and absent(). A range function (rate, increase, delta) returns the value given
+# for each series, as if that value were the rate. One-to-one matching refuses duplicate
+# signatures, as Prometheus does: that is where a label-matching mistake shows.
+
+Labels = frozenset[tuple[str, str]]
+Vector = dict[Labels, float]
+Sample = tuple[dict[str, str], float]
+
+_RANGE_FUNCTIONS = frozenset({"rate", "irate", "increase", "delta"})
+Operation = Callable[[float, float], float | bool]
+
+_COMPARISONS: dict[str, Operation] = {
+    "==": lambda a, b: a == b,
+    "!=": lambda a, b: a != b,
+    ">": lambda a, b: a > b,
+    "<": lambda a, b: a < b,
+    ">=": lambda a, b: a >= b,
+    "<=": lambda a, b: a <= b,
+}
+_ARITHMETIC: dict[str, Operation] = {
+    "+": lambda a, b: a + b,
+    "-": lambda a, b: a - b,
+    "*": lambda a, b: a * b,
+    "/": lambda a, b: a / b if b else float("nan"),
+}
+
+
+def _without_name(labels: Labels) -> Labels:
+    return frozenset(item for item in labels if item[0] != "__name__")
+
+
+def _matches(matcher: promql_parser.Matcher, labels: dict[str, str]) -> bool:
+    value = labels.get(matcher.name, "")
+    if matcher.op == promql_parser.MatchOp.Equal:
+        return value == matcher.value
+    if matcher.op == promql_parser.MatchOp.NotEqual:
+        return value != matcher.value
+    found = re.fullmatch(matcher.value, value) is not None
+    return found if matcher.op == promql_parser.MatchOp.Re else not found
+
+
+def _select(node: promql_parser.VectorSelector, samples: list[Sample]) -> Vector:
+    return {
+        frozenset(labels.items()): value
+        for labels, value in samples
+        if labels["__name__"] == node.name and all(_matches(m, labels) for m in node.matchers.matchers)
+    }
+
+
+def _signature(labels: Labels, modifier: promql_parser.BinModifier | None) -> Labels:
+    matching = modifier.matching if modifier is not None else None
+    if matching is None:
+        return _without_name(labels)
+    if matching.type == promql_parser.LabelModifierType.Include:
+        return frozenset(item for item in labels if item[0] in matching.labels)
+    return frozenset(item for item in _without_name(labels) if item[0] not in matching.labels)
+
+
+def _by_signature(vector: Vector, modifier: promql_parser.BinModifier | None, side: str) -> dict[Labels, Labels]:
+    """signature -> labels, refusing two series with one signature (Prometheus: many-to-many matching)."""
+    result: dict[Labels, Labels] = {}
+    for labels in vector:
+        signature = _signature(labels, modifier)
+        if signature in result:
+            raise ValueError(f"many-to-many matching not allowed: two {side} series match {sorted(signature)}")
+        result[signature] = labels
+    return result
+
+
+def _set_operation(op: str, lhs: Vector, rhs: Vector, modifier: promql_parser.BinModifier | None) -> Vector:
+    right = {_signature(labels, modifier) for labels in rhs}
+    if op == "and":
+        return {labels: v for labels, v in lhs.items() if _signature(labels, modifier) in right}
+    if op == "unless":
+        return {labels: v for labels, v in lhs.items() if _signature(labels, modifier) not in right}
+    left = {_signature(labels, modifier) for labels in lhs}
+    return {**lhs, **{labels: v for labels, v in rhs.items() if _signature(labels, modifier) not in left}}
+
+
+def _filters(op: str, modifier: promql_parser.BinModifier | None) -> bool:
+    """Whether ``op`` filters (a comparison without bool) rather than computes a value."""
+    return op in _COMPARISONS and not (modifier is not None and modifier.return_bool)
+
+
+def _with_scalar(
+    op: str, vector: Vector, scalar: float, vector_left: bool, modifier: promql_parser.BinModifier | None
+) -> Vector:
+    apply = _COMPARISONS.get(op) or _ARITHMETIC[op]
+    result: Vector = {}
+    for labels, value in vector.items():
+        outcome = apply(value, scalar) if vector_left else apply(scalar, value)
+        if not _filters(op, modifier):
+            result[_without_name(labels)] = float(outcome)
+        elif outcome:
+            result[labels] = value
+    return result
+
+
+def _vector_match(op: str, lhs: Vector, rhs: Vector, modifier: promql_parser.BinModifier | None) -> Vector:
+    apply = _COMPARISONS.get(op) or _ARITHMETIC[op]
+    card = modifier.card if modifier is not None else promql_parser.VectorMatchCardinality.OneToOne
+    many_left = card != promql_parser.VectorMatchCardinality.OneToMany
+    many, one = (lhs, rhs) if many_left else (rhs, lhs)
+    ones = _by_signature(one, modifier, "right" if many_left else "left")
+    if card == promql_parser.VectorMatchCardinality.OneToOne:
+        _by_signature(many, modifier, "left")
+    result: Vector = {}
+    for labels, value in many.items():
+        partner = ones.get(_signature(labels, modifier))
+        if partner is None:
+            continue
+        a, b = (value, one[partner]) if many_left else (one[partner], value)
+        outcome = apply(a, b)
+        if not _filters(op, modifier):
+            result[_without_name(labels)] = float(outcome)
+        elif outcome:
+            result[labels] = a
+    return result
+
+
+def _binary(node: promql_parser.BinaryExpr, samples: list[Sample]) -> Vector | float:
+    op = str(node.op)
+    lhs, rhs = evaluate_node(node.lhs, samples), evaluate_node(node.rhs, samples)
+    if isinstance(lhs, float) and isinstance(rhs, float):
+        return float((_COMPARISONS.get(op) or _ARITHMETIC[op])(lhs, rhs))
+    if isinstance(lhs, float):
+        assert isinstance(rhs, dict)
+        return _with_scalar(op, rhs, lhs, False, node.modifier)
+    if isinstance(rhs, float):
+        return _with_scalar(op, lhs, rhs, True, node.modifier)
+    if op in ("and", "or", "unless"):
+        return _set_operation(op, lhs, rhs, node.modifier)
+    return _vector_match(op, lhs, rhs, node.modifier)
+
+
+def _call(node: promql_parser.Call, samples: list[Sample]) -> Vector:
+    name = node.func.name
+    (argument,) = node.args
+    if name in _RANGE_FUNCTIONS:
+        assert isinstance(argument, promql_parser.MatrixSelector)
+        return {_without_name(labels): v for labels, v in _select(argument.vector_selector, samples).items()}
+    if name == "absent":
+        assert isinstance(argument, promql_parser.VectorSelector)
+        if _select(argument, samples):
+            return {}
+        equal = [(m.name, m.value) for m in argument.matchers.matchers if m.op == promql_parser.MatchOp.Equal]
+        return {frozenset(equal): 1.0}
+    raise NotImplementedError(name)
+
+
+def _aggregate(node: promql_parser.AggregateExpr, samples: list[Sample]) -> Vector:
+    inner = evaluate_node(node.expr, samples)
+    assert isinstance(inner, dict)
+    groups: dict[Labels, list[float]] = defaultdict(list)
+    for labels, value in inner.items():
+        plain = _without_name(labels)
+        if node.modifier is None:
+            key: Labels = frozenset()
+        elif node.modifier.type == promql_parser.AggModifierType.By:
+            key = frozenset(item for item in plain if item[0] in node.modifier.labels)
+        else:
+            key = frozenset(item for item in plain if item[0] not in node.modifier.labels)
+        groups[key].append(value)
+    combine: dict[str, Callable[[list[float]], float]] = {
+        "sum": sum,
+        "max": max,
+        "min": min,
+        "count": lambda values: float(len(values)),
+    }
+    return {key: float(combine[str(node.op)](values)) for key, values in groups.items()}
+
+
+def evaluate_node(node: promql_parser.Expr, samples: list[Sample]) -> Vector | float:
+    """The instant value of ``node`` over ``samples`` (see the section comment)."""
+    if isinstance(node, promql_parser.ParenExpr):
+        return evaluate_node(node.expr, samples)
+    if isinstance(node, promql_parser.NumberLiteral):
+        return float(node.val)
+    if isinstance(node, promql_parser.VectorSelector):
+        return _select(node, samples)
+    if isinstance(node, promql_parser.Call):
+        return _call(node, samples)
+    if isinstance(node, promql_parser.AggregateExpr):
+        return _aggregate(node, samples)
+    if isinstance(node, promql_parser.BinaryExpr):
+        return _binary(node, samples)
+    raise NotImplementedError(type(node).__name__)
+
+
+def evaluate(expr: str, samples: list[Sample]) -> dict[str, dict[str, str]]:
+    """The series an alert expression returns, as ``{readable labels: labels}``."""
+    result = evaluate_node(promql_parser.parse(expr), samples)
+    assert isinstance(result, dict), f"{expr} is a scalar"
+    return {",".join(f"{k}={v}" for k, v in sorted(labels)): dict(labels) for labels in result}
+
+
+def alert_expr(name: str, severity: str = "critical") -> str:
+    (expr,) = [r["expr"] for r in all_rules() if r.get("alert") == name and r["labels"]["severity"] == severity]
+    return str(expr)
+
+
+def test_the_evaluator_matches_labels_as_prometheus_does() -> None:
+    """Aggregation, scalar filters, matching with on/group_left, and refused many-to-many matching."""
+    samples: list[Sample] = [
+        ({"__name__": "a", "queue": "q", "pod": "1"}, 2.0),
+        ({"__name__": "a", "queue": "q", "pod": "2"}, 3.0),
+        ({"__name__": "b", "queue": "q"}, 4.0),
+    ]
+    assert evaluate("sum by (queue) (a) > 4", samples) == {"queue=q": {"queue": "q"}}
+    assert evaluate("max by (queue) (a) > 4", samples) == {}
+    assert evaluate_node(promql_parser.parse("a / on (queue) group_left b"), samples) == {
+        frozenset({("queue", "q"), ("pod", "1")}): 0.5,
+        frozenset({("queue", "q"), ("pod", "2")}): 0.75,
+    }
+    with pytest.raises(ValueError, match="many-to-many"):
+        evaluate("a / on (queue) b", samples)
+    assert evaluate('absent(c{namespace="x"})', samples) == {"namespace=x": {"namespace": "x"}}
+
+
+def queue_gauges(
+    namespace: str = "identity", *, workers: int, depth: int = 0, states: Mapping[str, int] | None = None
+) -> list[Sample]:
+    """The queue gauges as two ingress replicas report them: the same values, one series each."""
+    samples: list[Sample] = []
+    for replica in (1, 2):
+        target = {
+            "namespace": namespace,
+            "job": "capture-relay-api",
+            "instance": f"10.0.0.{replica}:8000",
+            "pod": f"capture-relay-api-{replica}",
+            "queue": QUEUE,
+        }
+        samples.append(({"__name__": "capture_relay_workers", **target}, float(workers)))
+        samples.append(({"__name__": "capture_relay_queue_depth", **target}, float(depth)))
+        for state in ("started", "scheduled", "failed"):
+            count = float((states or {}).get(state, 0))
+            samples.append(({"__name__": "capture_relay_queue_jobs", **target, "state": state}, count))
+    return samples
+
+
+@pytest.mark.parametrize(
+    ("depth", "states"),
+    [
+        pytest.param(5, {}, id="waiting"),
+        pytest.param(0, {"scheduled": 3}, id="scheduled-for-a-retry"),
+        pytest.param(0, {"started": 1}, id="left-started"),
+        pytest.param(4, {"scheduled": 2, "started": 1, "failed": 9}, id="everything"),
+    ],
+)
+def test_no_workers_fires_for_waiting_scheduled_or_started_jobs(depth: int, states: dict[str, int]) -> None:
+    """No worker, and any job that needs one: the alert fires once per queue, labelled by it."""
+    fired = evaluate(alert_expr("CaptureRelayNoWorkers"), queue_gauges(workers=0, depth=depth, states=states))
+
+    assert list(fired.values()) == [{"namespace": "identity", "job": "capture-relay-api", "queue": QUEUE}]
+
+
+@pytest.mark.parametrize(
+    ("workers", "depth", "states"),
+    [
+        pytest.param(0, 0, {}, id="idle-without-workers"),
+        pytest.param(0, 0, {"failed": 7}, id="only-dead-letters"),
+        pytest.param(2, 5, {"scheduled": 3, "started": 2}, id="workers-alive"),
+    ],
+)
+def test_no_workers_stays_quiet_otherwise(workers: int, depth: int, states: dict[str, int]) -> None:
+    """Failed jobs wait for a person, not a worker; live workers handle the rest."""
+    samples = queue_gauges(workers=workers, depth=depth, states=states)
+
+    assert evaluate(alert_expr("CaptureRelayNoWorkers"), samples) == {}
+
+
+def test_no_workers_keeps_deployments_apart() -> None:
+    """Scheduled retries in one namespace without workers fire there only, not where workers run."""
+    samples = queue_gauges("prod", workers=3, states={"scheduled": 4})
+    samples += queue_gauges("staging", workers=0, states={"scheduled": 4})
+
+    fired = evaluate(alert_expr("CaptureRelayNoWorkers"), samples)
+
+    assert [labels["namespace"] for labels in fired.values()] == ["staging"]
+
+
+def webhook_rates(**rates: float) -> list[Sample]:
+    """capture_relay_webhooks_received_total per outcome, split over two ingress replicas."""
+    samples: list[Sample] = []
+    for outcome, rate in rates.items():
+        for replica in (1, 2):
+            labels = {
+                "__name__": "capture_relay_webhooks_received_total",
+                "namespace": "identity",
+                "job": "capture-relay-api",
+                "instance": f"10.0.0.{replica}:8000",
+                "source": "v3",
+                "outcome": outcome,
+            }
+            samples.append((labels, rate / 2))
+    return samples
+
+
+@pytest.mark.parametrize(
+    ("rates", "firing"),
+    [
+        pytest.param({"accepted": 0.7, "error": 0.3}, {"warning", "critical"}, id="500s"),
+        pytest.param({"accepted": 0.7, "unavailable": 0.3}, {"warning", "critical"}, id="503s"),
+        pytest.param({"accepted": 0.94, "unavailable": 0.03, "error": 0.03}, {"warning"}, id="both-together"),
+        pytest.param({"accepted": 0.97, "error": 0.03}, set(), id="few-500s"),
+        pytest.param({"accepted": 0.5, "unauthentic": 0.5}, set(), id="client-errors"),
+    ],
+)
+def test_intake_alert_counts_503s_and_500s(rates: dict[str, float], firing: set[str]) -> None:
+    """Both answers that make Capture retry count towards CaptureRelayIntakeUnavailable's share."""
+    samples = webhook_rates(**rates)
+    fired = {
+        severity
+        for severity in ("warning", "critical")
+        if evaluate(alert_expr("CaptureRelayIntakeUnavailable", severity), samples)
+    }
+
+    assert fired == firing
+
+
+def test_the_intake_outcomes_counted_include_error(exported: Exported) -> None:
+    """The alert's outcomes are ones the code emits: ``error`` (500) is one of them."""
+    assert {"unavailable", "error"} <= exported["capture_relay_webhooks_received_total"].values["outcome"]
+
+
+def test_dashboard_shows_500s_with_the_503s() -> None:
+    """Each panel that shows the 503 share counts 500s too, and one series shows 500s alone."""
+    outcome_matchers = []
+    for panel in all_panels(load_dashboard()["panels"]):
+        for target in panel.get("targets", []):
+            found: list[str] = []
+
+            def visit(node: promql_parser.Expr, found: list[str] = found) -> None:
+                if (
+                    isinstance(node, promql_parser.VectorSelector)
+                    and node.name == "capture_relay_webhooks_received_total"
+                ):
+                    found.extend(m.value for m in node.matchers.matchers if m.name == "outcome")
+
+            promql_parser.walk(promql_parser.parse(GRAFANA_INTERVAL.sub("5m", target["expr"])), visit)
+            outcome_matchers += [(panel["title"], value) for value in found]
+
+    showing_503 = [(title, value) for title, value in outcome_matchers if "unavailable" in value.split("|")]
+    assert showing_503
+    assert [(title, value) for title, value in showing_503 if "error" not in value.split("|")] == []
+    assert any(value == "error" for _, value in outcome_matchers)
+
+
+def test_ingress_metrics_absent_is_scoped_to_its_namespace_in_the_chart(everything_render: Rendered) -> None:
+    """The file's rule sees every deployment; the chart's copy fires for its own namespace alone."""
+    other_deployment = queue_gauges("other-team", workers=1)
+    (chart_expr,) = [
+        entry["expr"]
+        for group in everything_render.one("PrometheusRule", "alerts")["spec"]["groups"]
+        for entry in group["rules"]
+        if entry.get("alert") == "CaptureRelayIngressMetricsAbsent"
+    ]
+
+    assert evaluate(alert_expr("CaptureRelayIngressMetricsAbsent"), other_deployment) == {}
+    assert list(evaluate(chart_expr, other_deployment).values()) == [{"namespace": "identity"}]
+    assert evaluate(chart_expr, other_deployment + queue_gauges("identity", workers=1)) == {}

@@ -82,6 +82,36 @@ labels:
 {{- end }}
 
 {{/*
+The capture-relay version of the image: image.tag, else the chart's appVersion; empty for an
+image pinned by digest alone (its version cannot be known when rendering).
+*/}}
+{{- define "capture-relay.imageVersion" -}}
+{{- if .Values.image.tag }}
+{{- .Values.image.tag }}
+{{- else if not .Values.image.digest }}
+{{- .Chart.AppVersion }}
+{{- end }}
+{{- end }}
+
+{{/*
+"true" when the string given is a semantic version (an optional v, minor and patch may be left
+out, as Helm's semver parses it), "" otherwise (latest, main, a commit hash, "").
+*/}}
+{{- define "capture-relay.isSemver" -}}
+{{- $identifier := "(0|[1-9][0-9]*|[0-9]*[A-Za-z-][0-9A-Za-z-]*)" }}
+{{- $pattern := printf "^v?(0|[1-9][0-9]*)(\\.(0|[1-9][0-9]*)){0,2}(-%s(\\.%s)*)?(\\+[0-9A-Za-z-]+(\\.[0-9A-Za-z-]+)*)?$" $identifier $identifier }}
+{{- if regexMatch $pattern . }}true{{ end }}
+{{- end }}
+
+{{/*
+The registration CronJob's name: at most 52 characters, since the Jobs it creates add an
+11-character suffix and a Job name becomes a label value (63 at most).
+*/}}
+{{- define "capture-relay.registrationCronJobName" -}}
+{{- printf "%s-register" (include "capture-relay.fullname" . | trunc 43 | trimSuffix "-") }}
+{{- end }}
+
+{{/*
 One section of the config as a map (empty when absent or null).
 */}}
 {{- define "capture-relay.configSection" -}}
@@ -163,20 +193,23 @@ or a number followed by ms, s, m, h or d; default 600. Empty when it is not a li
 {{- end }}
 
 {{/*
-The worker's terminationGracePeriodSeconds: above the job timeout, since SIGTERM lets the
-current job finish.
+The worker's terminationGracePeriodSeconds: at least 30 s above the job timeout, since SIGTERM
+lets the current job finish, and the worker then still records its result and deregisters.
 */}}
 {{- define "capture-relay.workerGracePeriod" -}}
 {{- $explicit := .Values.worker.terminationGracePeriodSeconds }}
 {{- $timeout := include "capture-relay.jobTimeoutSeconds" . }}
 {{- if kindIs "invalid" $explicit }}
 {{- if not $timeout }}
-{{- fail "config.ingest.job_timeout is not a literal duration (N, Ns, Nm, Nh or Nd), so the worker's grace period cannot be derived from it: write it literally or set worker.terminationGracePeriodSeconds above it" }}
+{{- fail "config.ingest.job_timeout is not a literal duration (N, Ns, Nm, Nh or Nd), so the worker's grace period cannot be derived from it: write it literally or set worker.terminationGracePeriodSeconds to at least 30 s above it" }}
+{{- end }}
+{{- if lt (int .Values.worker.terminationGraceExtraSeconds) 30 }}
+{{- fail (printf "worker.terminationGraceExtraSeconds (%d) must be at least 30: a stopping worker finishes its current job first, then records its result and deregisters" (int .Values.worker.terminationGraceExtraSeconds)) }}
 {{- end }}
 {{- add (int $timeout) .Values.worker.terminationGraceExtraSeconds }}
 {{- else }}
-{{- if and $timeout (le (int $explicit) (int $timeout)) }}
-{{- fail (printf "worker.terminationGracePeriodSeconds (%d) must be larger than config.ingest.job_timeout (%d s): a stopping worker finishes its current job first, and Kubernetes kills it when the grace period ends" (int $explicit) (int $timeout)) }}
+{{- if and $timeout (lt (int $explicit) (add (int $timeout) 30)) }}
+{{- fail (printf "worker.terminationGracePeriodSeconds (%d) must be at least 30 s above config.ingest.job_timeout (%d s), so %d or more: a stopping worker finishes its current job first, then records its result and deregisters, and Kubernetes kills it when the grace period ends" (int $explicit) (int $timeout) (add (int $timeout) 30)) }}
 {{- end }}
 {{- int $explicit }}
 {{- end }}

@@ -4,42 +4,33 @@ which every release renders.
 */}}
 
 {{/*
-A secret in the config must be one ${VAR} or ${file:/path} reference: the ConfigMap is readable
-by anyone who may read ConfigMaps. A ${VAR:-default} is accepted only when the default carries
-no credentials (redis_url: no user info; other secrets: an empty default).
-Call with (dict "value" v "path" "config.redis_url" "url" true).
+A ${VAR} or ${file:/path} reference, optionally with a :-default: group 1 is the variable (or
+file:/path), group 3 the default.
 */}}
-{{- define "capture-relay.checkSecretReference" -}}
-{{- $reference := "^\\$\\{\\s*(file:[^}]+|[A-Za-z_][A-Za-z0-9_]*)\\s*(:-([^}]*))?\\}$" }}
-{{- $hint := printf "put the value in a Secret (existingSecret, or extraEnv with valueFrom.secretKeyRef) and write %s: ${SOME_VAR}, or mount the Secret (extraVolumes) and write ${file:/path/to/it}" .path }}
-{{- if not (kindIs "string" .value) }}
-{{- fail (printf "%s must be a ${VAR} or ${file:/path} reference, not a literal: the config is stored in a ConfigMap, readable by anyone who can read ConfigMaps; %s" .path $hint) }}
-{{- end }}
-{{- if not (regexMatch $reference .value) }}
-{{- fail (printf "%s must be a ${VAR} or ${file:/path} reference, not a literal: the config is stored in a ConfigMap, readable by anyone who can read ConfigMaps; %s" .path $hint) }}
-{{- end }}
-{{- $default := regexReplaceAll $reference .value "${3}" }}
-{{- if and .url (contains "@" $default) }}
-{{- fail (printf "%s: the default of the ${...} reference carries credentials (user info before @), which would be stored in a ConfigMap; %s" .path $hint) }}
-{{- end }}
-{{- if and (not .url) $default }}
-{{- fail (printf "%s: a ${VAR:-default} with a non-empty default puts a literal secret into the ConfigMap; %s" .path $hint) }}
-{{- end }}
+{{- define "capture-relay.referencePattern" -}}
+^\$\{\s*(file:[^}]+|[A-Za-z_][A-Za-z0-9_]*)\s*(:-([^}]*))?\}$
 {{- end }}
 
-{{- define "capture-relay.validateSecrets" -}}
-{{- $config := .Values.config | default dict }}
-{{- if hasKey $config "redis_url" }}
-{{- include "capture-relay.checkSecretReference" (dict "value" $config.redis_url "path" "config.redis_url" "url" true) }}
+{{/*
+Credentials in a literal: a URL with a password in its user info, or a password= parameter.
+*/}}
+{{- define "capture-relay.credentialsPattern" -}}
+(?i)(://[^/@]*:[^@]+@|[?&]password=)
 {{- end }}
+
+{{/*
+The secret keys of the config that are set, as JSON: {"config.<path>": value}.
+*/}}
+{{- define "capture-relay.secretConfigValues" -}}
+{{- $found := dict }}
+{{- $config := .Values.config | default dict }}
+{{- if hasKey $config "redis_url" }}{{ $_ := set $found "config.redis_url" $config.redis_url }}{{ end }}
 {{- $capture := $config.capture }}
 {{- if kindIs "map" $capture }}
-{{- if hasKey $capture "client_secret" }}
-{{- include "capture-relay.checkSecretReference" (dict "value" $capture.client_secret "path" "config.capture.client_secret" "url" false) }}
-{{- end }}
+{{- if hasKey $capture "client_secret" }}{{ $_ := set $found "config.capture.client_secret" $capture.client_secret }}{{ end }}
 {{- $webhooksApi := $capture.webhooks_api }}
 {{- if and (kindIs "map" $webhooksApi) (hasKey $webhooksApi "client_secret") }}
-{{- include "capture-relay.checkSecretReference" (dict "value" $webhooksApi.client_secret "path" "config.capture.webhooks_api.client_secret" "url" false) }}
+{{- $_ := set $found "config.capture.webhooks_api.client_secret" $webhooksApi.client_secret }}
 {{- end }}
 {{- end }}
 {{- $sources := $config.sources }}
@@ -49,60 +40,183 @@ Call with (dict "value" v "path" "config.redis_url" "url" true).
 {{- $hashes := $legacy.callback_hashes }}
 {{- if kindIs "slice" $hashes }}
 {{- range $index, $hash := $hashes }}
-{{- include "capture-relay.checkSecretReference" (dict "value" $hash "path" (printf "config.sources.legacy.callback_hashes[%d]" $index) "url" false) }}
+{{- $_ := set $found (printf "config.sources.legacy.callback_hashes[%d]" $index) $hash }}
 {{- end }}
 {{- else if not (kindIs "invalid" $hashes) }}
-{{- include "capture-relay.checkSecretReference" (dict "value" $hashes "path" "config.sources.legacy.callback_hashes" "url" false) }}
+{{- $_ := set $found "config.sources.legacy.callback_hashes" $hashes }}
 {{- end }}
 {{- $basic := $legacy.basic_auth }}
 {{- if and (kindIs "map" $basic) (hasKey $basic "password") }}
-{{- include "capture-relay.checkSecretReference" (dict "value" $basic.password "path" "config.sources.legacy.basic_auth.password" "url" false) }}
+{{- $_ := set $found "config.sources.legacy.basic_auth.password" $basic.password }}
 {{- end }}
+{{- end }}
+{{- toJson $found }}
+{{- end }}
+
+{{/*
+A secret in the config must be one ${VAR} or ${file:/path} reference: the ConfigMap is readable
+by anyone who may read ConfigMaps. A ${VAR:-default} is accepted only when the default carries
+no credentials (redis_url: no user info and no password= parameter; other secrets: an empty
+default). Call with (dict "root" $ "value" v "path" "config.redis_url" "url" true).
+*/}}
+{{- define "capture-relay.checkSecretReference" -}}
+{{- $reference := include "capture-relay.referencePattern" .root }}
+{{- $hint := printf "put the value in a Secret (existingSecret, or extraEnv with valueFrom.secretKeyRef) and write %s: ${SOME_VAR}, or mount the Secret (extraVolumes) and write ${file:/path/to/it}" .path }}
+{{- if not (kindIs "string" .value) }}
+{{- fail (printf "%s must be a ${VAR} or ${file:/path} reference, not a literal: the config is stored in a ConfigMap, readable by anyone who can read ConfigMaps; %s" .path $hint) }}
+{{- end }}
+{{- if not (regexMatch $reference .value) }}
+{{- fail (printf "%s must be a ${VAR} or ${file:/path} reference, not a literal: the config is stored in a ConfigMap, readable by anyone who can read ConfigMaps; %s" .path $hint) }}
+{{- end }}
+{{- $default := regexReplaceAll $reference .value "${3}" }}
+{{- if and .url (or (contains "@" $default) (regexMatch (include "capture-relay.credentialsPattern" .root) $default)) }}
+{{- fail (printf "%s: the default of the ${...} reference carries credentials (user info before @, or a password= parameter), which would be stored in a ConfigMap; %s" .path $hint) }}
+{{- end }}
+{{- if and (not .url) $default }}
+{{- fail (printf "%s: a ${VAR:-default} with a non-empty default puts a literal secret into the ConfigMap; %s" .path $hint) }}
+{{- end }}
+{{- end }}
+
+{{- define "capture-relay.validateSecrets" -}}
+{{- range $path, $value := include "capture-relay.secretConfigValues" $ | fromJson }}
+{{- include "capture-relay.checkSecretReference" (dict "root" $ "value" $value "path" $path "url" (eq $path "config.redis_url")) }}
 {{- end }}
 {{- end }}
 
 {{/*
-extraEnv: a literal value under a name that looks like a secret would sit in the pod spec for
-anyone who may read Deployments.
+extraEnv: a literal value sits in the pod spec for anyone who may read Deployments. Refused when
+the name looks like a secret, when a secret key of the config reads the variable (${VAR}), or
+when the value itself carries credentials. The messages name the variable, never the value.
 */}}
 {{- define "capture-relay.validateEnv" -}}
+{{- $reference := include "capture-relay.referencePattern" . }}
+{{- $credentials := include "capture-relay.credentialsPattern" . }}
+{{- $secretVariables := dict }}
+{{- range $path, $value := include "capture-relay.secretConfigValues" . | fromJson }}
+{{- if and (kindIs "string" $value) (regexMatch $reference $value) }}
+{{- $variable := regexReplaceAll $reference $value "${1}" | trim }}
+{{- if not (hasPrefix "file:" $variable) }}{{ $_ := set $secretVariables $variable $path }}{{ end }}
+{{- end }}
+{{- end }}
+{{- $hint := "use valueFrom.secretKeyRef, or put it in existingSecret" }}
 {{- range $index, $env := .Values.extraEnv }}
 {{- if not (and (kindIs "map" $env) $env.name) }}
 {{- fail (printf "extraEnv[%d] must be an EnvVar with a name" $index) }}
 {{- end }}
-{{- if and (hasKey $env "value") (regexMatch "(?i)(secret|password|passwd|token|credential|private|_hash$|_key$)" $env.name) }}
-{{- fail (printf "extraEnv[%d] (%s) looks like a secret but has a literal value: use valueFrom.secretKeyRef, or put it in existingSecret" $index $env.name) }}
+{{- if hasKey $env "value" }}
+{{- if regexMatch "(?i)(secret|password|passwd|token|credential|private|_hash$|_key$)" $env.name }}
+{{- fail (printf "extraEnv[%d] (%s) looks like a secret but has a literal value: %s" $index $env.name $hint) }}
+{{- end }}
+{{- with get $secretVariables $env.name }}
+{{- fail (printf "extraEnv[%d] (%s) has a literal value, but %s reads ${%s}, so it is a secret and would sit in the pod spec: %s" $index $env.name . $env.name $hint) }}
+{{- end }}
+{{- if regexMatch $credentials (toString $env.value) }}
+{{- fail (printf "extraEnv[%d] (%s) has a literal value carrying credentials (a URL with a password, or a password= parameter), which would sit in the pod spec: %s" $index $env.name $hint) }}
+{{- end }}
 {{- end }}
 {{- end }}
 {{- end }}
 
 {{- define "capture-relay.validateAutoscaling" -}}
 {{- $scaling := .Values.worker.autoscaling }}
+{{- $why := "jobs waiting for a retry sit in rq's ScheduledJobRegistry, and only a running worker's scheduler moves them back to the queue (KEDA sees only the queue's length), so without a worker they would never run" }}
+{{- if eq $scaling.mode "none" }}
+{{- if lt (int .Values.worker.replicaCount) 1 }}
+{{- fail (printf "worker.replicaCount must be at least 1: %s" $why) }}
+{{- end }}
+{{- else if lt (int $scaling.minReplicas) 1 }}
+{{- fail (printf "worker.autoscaling.minReplicas must be at least 1: %s" $why) }}
+{{- end }}
 {{- if eq $scaling.mode "keda" }}
 {{- $keda := $scaling.keda }}
-{{- if and (eq $keda.type "redis") (not (or $keda.address $keda.addressFromEnv)) }}
+{{- $metadata := $keda.extraMetadata | default dict }}
+{{- if eq $keda.type "redis" }}
+{{- if not (or $keda.address $keda.addressFromEnv) }}
 {{- fail "worker.autoscaling.mode is keda: set worker.autoscaling.keda.address (host:port of Redis) or worker.autoscaling.keda.addressFromEnv (an environment variable of the worker holding host:port)" }}
 {{- end }}
 {{- if and $keda.address $keda.addressFromEnv }}
 {{- fail "worker.autoscaling.keda: set address or addressFromEnv, not both" }}
 {{- end }}
+{{- else if eq $keda.type "redis-sentinel" }}
+{{- if or $keda.address $keda.addressFromEnv }}
+{{- fail "worker.autoscaling.keda.type is redis-sentinel: leave address and addressFromEnv empty (they name one Redis server) and list the sentinels in worker.autoscaling.keda.extraMetadata.addresses" }}
+{{- end }}
+{{- $master := or $metadata.sentinelMaster $metadata.sentinelMasterFromEnv }}
+{{- $sentinels := or $metadata.addresses $metadata.addressesFromEnv (and $metadata.hosts $metadata.ports) }}
+{{- if not (and $master $sentinels) }}
+{{- fail "worker.autoscaling.keda.type is redis-sentinel: set worker.autoscaling.keda.extraMetadata.sentinelMaster (the master set's name, or sentinelMasterFromEnv) and extraMetadata.addresses (\"host:port, host:port\" of the sentinels, or addressesFromEnv, or hosts and ports)" }}
+{{- end }}
+{{- else }}
+{{- fail (printf "worker.autoscaling.keda.type must be redis or redis-sentinel, not %q: capture-relay does not support Redis Cluster" (toString $keda.type)) }}
+{{- end }}
 {{- end }}
 {{- if and (ne $scaling.mode "none") (gt (int $scaling.minReplicas) (int $scaling.maxReplicas)) }}
 {{- fail (printf "worker.autoscaling.minReplicas (%d) is above maxReplicas (%d)" (int $scaling.minReplicas) (int $scaling.maxReplicas)) }}
-{{- end }}
-{{- if and (eq $scaling.mode "hpa") (lt (int $scaling.minReplicas) 1) }}
-{{- fail "worker.autoscaling.mode hpa needs minReplicas >= 1; scaling workers to zero needs mode keda" }}
 {{- end }}
 {{- if and .Values.api.autoscaling.enabled (gt (int .Values.api.autoscaling.minReplicas) (int .Values.api.autoscaling.maxReplicas)) }}
 {{- fail (printf "api.autoscaling.minReplicas (%d) is above maxReplicas (%d)" (int .Values.api.autoscaling.minReplicas) (int .Values.api.autoscaling.maxReplicas)) }}
 {{- end }}
 {{- end }}
 
+{{/*
+The fewest pods a component runs, and the value that sets it, as JSON: {"replicas": n, "key": k}.
+Call with (dict "root" $ "component" "api").
+*/}}
+{{- define "capture-relay.fewestReplicas" -}}
+{{- $values := index .root.Values .component }}
+{{- $autoscaled := false }}
+{{- if eq .component "api" }}{{ $autoscaled = $values.autoscaling.enabled }}{{ else }}{{ $autoscaled = ne $values.autoscaling.mode "none" }}{{ end }}
+{{- if $autoscaled }}
+{{- toJson (dict "replicas" (int $values.autoscaling.minReplicas) "key" (printf "%s.autoscaling.minReplicas" .component)) }}
+{{- else }}
+{{- toJson (dict "replicas" (int $values.replicaCount) "key" (printf "%s.replicaCount" .component)) }}
+{{- end }}
+{{- end }}
+
+{{/*
+A PodDisruptionBudget that allows no eviction at all blocks node drains (and cluster upgrades)
+forever: minAvailable must stay below the fewest replicas, and maxUnavailable above 0.
+*/}}
 {{- define "capture-relay.validatePdb" -}}
 {{- range $component := list "api" "worker" }}
 {{- $pdb := (index $.Values $component).pdb }}
-{{- if and $pdb.enabled (kindIs "invalid" $pdb.minAvailable) (kindIs "invalid" $pdb.maxUnavailable) }}
+{{- if $pdb.enabled }}
+{{- if and (kindIs "invalid" $pdb.minAvailable) (kindIs "invalid" $pdb.maxUnavailable) }}
 {{- fail (printf "%s.pdb is enabled: set maxUnavailable or minAvailable" $component) }}
+{{- end }}
+{{- $fewest := include "capture-relay.fewestReplicas" (dict "root" $ "component" $component) | fromJson }}
+{{- $blocks := printf "the PodDisruptionBudget would never allow an eviction, so node drains and cluster upgrades would wait forever; use %s.pdb.maxUnavailable: 1 (and minAvailable: null)" $component }}
+{{- $minAvailable := $pdb.minAvailable }}
+{{- if not (kindIs "invalid" $minAvailable) }}
+{{- if kindIs "string" $minAvailable }}
+{{- if ge (atoi (trimSuffix "%" $minAvailable)) 100 }}
+{{- fail (printf "%s.pdb.minAvailable is %s: %s" $component $minAvailable $blocks) }}
+{{- end }}
+{{- else if ge (int $minAvailable) (int $fewest.replicas) }}
+{{- fail (printf "%s.pdb.minAvailable (%d) must be below %s (%d): %s, or raise %s" $component (int $minAvailable) $fewest.key (int $fewest.replicas) $blocks $fewest.key) }}
+{{- end }}
+{{- else if kindIs "string" $pdb.maxUnavailable }}
+{{- if eq (atoi (trimSuffix "%" $pdb.maxUnavailable)) 0 }}
+{{- fail (printf "%s.pdb.maxUnavailable is %s: %s" $component $pdb.maxUnavailable $blocks) }}
+{{- end }}
+{{- else if eq (int $pdb.maxUnavailable) 0 }}
+{{- fail (printf "%s.pdb.maxUnavailable is 0: %s" $component $blocks) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+The hook Job and CronJob run `capture-relay register`, which capture-relay has from 0.2.0 on.
+A version that is not semver (latest, a digest-only image) cannot be checked: NOTES.txt warns.
+*/}}
+{{- define "capture-relay.validateRegistration" -}}
+{{- if .Values.registration.enabled }}
+{{- $version := include "capture-relay.imageVersion" . }}
+{{- if include "capture-relay.isSemver" $version }}
+{{- if lt ((semver $version).Compare (semver "0.2.0")) 0 }}
+{{- fail (printf "registration.enabled is true, but capture-relay %s has no `register` command; leave registration.enabled off until a release that has it (0.2.0 or later; the image version is image.tag, else the chart's appVersion)" $version) }}
+{{- end }}
 {{- end }}
 {{- end }}
 {{- end }}
@@ -112,4 +226,5 @@ anyone who may read Deployments.
 {{- include "capture-relay.validateEnv" . }}
 {{- include "capture-relay.validateAutoscaling" . }}
 {{- include "capture-relay.validatePdb" . }}
+{{- include "capture-relay.validateRegistration" . }}
 {{- end }}
