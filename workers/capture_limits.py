@@ -15,8 +15,9 @@ one script's keys share a slot), each with a TTL that runs out once the limiter 
 
 Leases and call timeouts: a call that outlives its lease stops counting while it still runs, which lets one extra
 caller in. That cannot happen while the caller abandons every call at its own timeout and the lease is longer than
-that timeout with a margin (e.g. twice the request timeout plus 5 s: connect and read are timed separately, and the
-process may pause between the end of the call and the release). A release after its lease ran out is logged as
+that timeout with a margin (``workers.capture_setup`` uses three times the request timeout plus 5 s: connecting,
+sending and the bounded read are each limited by it, and the process may pause between the end of the call and the
+release). A release after its lease ran out is logged as
 ``limiter.lease_expired``. An acquisition that redis-py retries after a lost reply reuses its token and is
 recognised by the script, so it still holds one slot; when acquiring fails for good, the token is released anyway
 in case a lost reply had granted it. A release that fails (Redis gone) is logged and leaves the slot to its lease.
@@ -35,7 +36,7 @@ from typing import Literal
 import redis
 import structlog
 
-log = structlog.get_logger()
+log = structlog.get_logger(__name__)
 
 Reason = Literal["concurrency", "rate"]
 
