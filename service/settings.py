@@ -8,24 +8,37 @@ Errors::
 
 from __future__ import annotations
 
-import math
-import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
+from typing import Any, Literal
 
-import redis.connection
 import yaml
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
+from service.configmodel import (
+    BaseUrl,
+    ConfigModel,
+    Duration,
+    HttpsUrl,
+    OneOrMany,
+    Rate,
+    RedisUrl,
+    SecretStr,
+    Size,
+    Ttl,
+)
 from service.interpolate import InterpolationError, interpolate
+from service.routing_config import (
+    DESTINATION_TYPES,
+    DeliverySettings,
+    Destination,
+    DestinationName,
+    Route,
+    duplicate_route_names,
+    unknown_destinations,
+)
 from service.secret import Secret
-from service.timeutil import parse_duration, parse_rate, parse_size
-
-_HTTP_URL = re.compile(r"^(https?)://(?:[^\s/@]*@)?(\[[^\]]+\]|[^\s/:]+)(?::\d+)?(?:/\S*)?$")
-_LOOPBACK = frozenset({"127.0.0.1", "[::1]", "localhost"})
 
 
 class ConfigError(Exception):
@@ -36,76 +49,7 @@ class ConfigError(Exception):
         super().__init__("\n".join(f"{path}: {problem}" for path, problem in problems))
 
 
-def _to_secret(value: object) -> Secret:
-    if isinstance(value, Secret):
-        return value
-    if not isinstance(value, str) or not value:
-        raise ValueError("must be a non-empty string")
-    return Secret(value)
-
-
-def _https_url(value: object) -> object:
-    # Signing keys fetched in clear could be swapped by anyone on the path, and API credentials
-    # sent in clear could be read; plain http is only for a simulator on this machine.
-    match = _HTTP_URL.match(value) if isinstance(value, str) else None
-    if match is None:
-        raise ValueError("must be an https:// URL")
-    if match.group(1) == "http" and match.group(2) not in _LOOPBACK:
-        raise ValueError("must be https://; plain http is allowed only for 127.0.0.1, ::1 or localhost")
-    return value
-
-
-def _bare_origin(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.username is not None or parts.password is not None:
-        # Credentials in a URL end up in logs and key names; they belong in client_id/client_secret.
-        raise ValueError("must not carry credentials; use client_id and client_secret")
-    if parts.path.strip("/") or parts.query or parts.fragment:
-        raise ValueError(f"must be the bare origin, e.g. {parts.scheme}://{parts.netloc} (no path or query)")
-    return f"{parts.scheme}://{parts.netloc}"
-
-
-def _redis_url(value: object) -> object:
-    secret = _to_secret(value)
-    try:
-        redis.connection.parse_url(secret.reveal())  # type: ignore[no-untyped-call]
-    except ValueError:
-        # The value is not repeated: a Redis URL may carry a password.
-        raise ValueError(
-            "is not a Redis URL; use redis://[:password@]host:port/db, rediss://... or unix:///path"
-        ) from None
-    return secret
-
-
-def _whole_seconds(value: object) -> int:
-    seconds = parse_duration(value)  # type: ignore[arg-type]
-    if seconds < 1:
-        raise ValueError(f"{value!r} is shorter than one second, the smallest time-to-live Redis keeps")
-    return math.ceil(seconds)
-
-
-def _to_list(value: object) -> object:
-    return [value] if isinstance(value, str) else value
-
-
-SecretStr = Annotated[Secret, BeforeValidator(_to_secret)]
-RedisUrl = Annotated[Secret, BeforeValidator(_redis_url)]
-Duration = Annotated[float, BeforeValidator(parse_duration)]
-# Times that become Redis TTLs or rq timeouts: whole seconds, at least one.
-Ttl = Annotated[int, BeforeValidator(_whole_seconds)]
-Size = Annotated[int, BeforeValidator(parse_size)]
-OneOrMany = Annotated[list[Annotated[str, Field(min_length=1)]], BeforeValidator(_to_list), Field(min_length=1)]
-HttpsUrl = Annotated[str, BeforeValidator(_https_url)]
-# The root of an API: calls append their paths, and the janrain signature covers only those paths.
-BaseUrl = Annotated[str, BeforeValidator(_https_url), AfterValidator(_bare_origin)]
-Rate = Annotated[float, BeforeValidator(parse_rate)]
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
-
-
-class V3Source(_Model):
+class V3Source(ConfigModel):
     """Akamai Webhooks v3: Security Event Tokens signed with RS256, keys from a JWKS URL."""
 
     jwks_url: HttpsUrl
@@ -119,15 +63,15 @@ class V3Source(_Model):
     jwks_timeout: Duration = 5.0
 
 
-class BasicAuth(_Model):
+class BasicAuth(ConfigModel):
     username: str = Field(min_length=1)
     password: SecretStr
 
 
-class LegacySource(_Model):
+class LegacySource(ConfigModel):
     """Legacy Capture webhooks: no signature, only a shared callback hash and/or HTTP Basic."""
 
-    callback_hashes: list[SecretStr] = []
+    callback_hashes: list[SecretStr] = Field(default_factory=list)
     basic_auth: BasicAuth | None = None
 
     @model_validator(mode="after")
@@ -140,12 +84,12 @@ class LegacySource(_Model):
         return self
 
 
-class Sources(_Model):
+class Sources(ConfigModel):
     v3: V3Source | None = None
     legacy: LegacySource | None = None
 
 
-class Ingest(_Model):
+class Ingest(ConfigModel):
     queue: str = Field(default="capture-events", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     max_body_size: Size = 64 * 1024
     # A legacy batch is stored in one script: its size bounds how long Redis and the event loop
@@ -162,7 +106,7 @@ class Ingest(_Model):
     failure_ttl: Ttl = 14 * 86400
 
 
-class WebhooksApi(_Model):
+class WebhooksApi(ConfigModel):
     """The Akamai Identity Cloud v3 subscription API, used by ``capture-relay register``."""
 
     # The regional API host, e.g. https://v1.api.us.janrain.com.
@@ -173,7 +117,7 @@ class WebhooksApi(_Model):
     client_secret: SecretStr
 
 
-class CaptureApi(_Model):
+class CaptureApi(ConfigModel):
     """The Capture API the workers fetch records from (and ``register`` manages webhooks with)."""
 
     base_url: BaseUrl
@@ -195,23 +139,26 @@ class CaptureApi(_Model):
     webhooks_api: WebhooksApi | None = None
 
 
-class Server(_Model):
+class Server(ConfigModel):
     host: str = "0.0.0.0"  # noqa: S104 - a container listens on all its interfaces
     port: int = Field(default=8000, ge=1, le=65535)
 
 
-class WorkerSettings(_Model):
+class WorkerSettings(ConfigModel):
     metrics_port: int | None = Field(default=None, ge=1, le=65535)
     # How often a live worker looks for jobs of dead workers; rq's default of 600 s is too slow.
-    maintenance_interval: Ttl = 60
+    maintenance_interval: Ttl = 30
+    # Jobs one worker process runs at once, each in its own thread: the work is waiting on
+    # Capture and on destinations, so threads keep the CPU busy without a process per job.
+    concurrency: int = Field(default=8, ge=1, le=256)
 
 
-class Logging(_Model):
+class Logging(ConfigModel):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["json", "console"] = "json"
 
 
-class Settings(_Model):
+class Settings(ConfigModel):
     """The whole configuration of one deployment."""
 
     redis_url: RedisUrl = Secret("redis://localhost:6379/0")
@@ -221,6 +168,19 @@ class Settings(_Model):
     server: Server = Server()
     worker: WorkerSettings = WorkerSettings()
     logging: Logging = Logging()
+    destinations: dict[DestinationName, Destination] = Field(default_factory=dict)
+    routes: list[Route] = Field(default_factory=list)
+    delivery: DeliverySettings = DeliverySettings()
+
+    @model_validator(mode="after")
+    def _routes_name_destinations(self) -> Settings:
+        problems = duplicate_route_names(self.routes) + unknown_destinations(self.routes, self.destinations)
+        if problems:
+            path, problem = problems[0]
+            more = f" (and {len(problems) - 1} more problem(s) in routes)" if len(problems) > 1 else ""
+            context = {"problem": problem, "more": more, "key_path": path}
+            raise PydanticCustomError("route_invalid", "{problem}{more}", context)
+        return self
 
     @model_validator(mode="after")
     def _dedup_outlives_max_age(self) -> Settings:
@@ -287,24 +247,34 @@ def _describe(error: Any) -> tuple[str, str]:
         for part in error["loc"]
         if isinstance(part, int) or not str(part).startswith(("function-", "is-instance["))
     ]
+    kind = error["type"]
+    tag = None
+    if len(loc) >= 3 and loc[0] == "destinations" and loc[2] in DESTINATION_TYPES:
+        tag = loc.pop(2)  # pydantic names the member of the tagged union; the file has no such key
     path = ""
     for part in loc:
         if isinstance(part, int):
             path += f"[{part}]"
         else:
             path = f"{path}.{part}" if path else str(part)
-    kind = error["type"]
     if not path and "key_path" in (error.get("ctx") or {}):
         path = error["ctx"]["key_path"]  # a cross-field rule names the key it is about
     if kind == "missing":
         return path, "field required"
     if kind == "extra_forbidden":
-        return path, f"unknown key; known keys here: {', '.join(_known_keys(loc[:-1]))}"
+        return path, f"unknown key; known keys here: {', '.join(_known_keys(loc[:-1], tag))}"
+    if kind == "union_tag_not_found":
+        return f"{path}.type", f"field required; one of: {', '.join(DESTINATION_TYPES)}"
+    if kind == "union_tag_invalid":
+        tag_given = error["ctx"]["tag"]
+        return f"{path}.type", f"unknown destination type {tag_given!r}; known: {', '.join(DESTINATION_TYPES)}"
     message = str(error["msg"]).removeprefix("Value error, ")
     return path or "<root>", message[:1].lower() + message[1:]
 
 
-def _known_keys(loc: list[Any]) -> list[str]:
+def _known_keys(loc: list[Any], tag: str | None = None) -> list[str]:
+    if len(loc) == 2 and loc[0] == "destinations" and tag is not None:
+        return sorted(DESTINATION_TYPES[tag].model_fields)
     model: Any = Settings
     for part in loc:
         if isinstance(part, int) or model is None:

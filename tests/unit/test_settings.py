@@ -131,7 +131,10 @@ class TestErrors:
         problems = _problems(data)
 
         assert problems == [
-            ("sorces", "unknown key; known keys here: capture, ingest, logging, redis_url, server, sources, worker")
+            (
+                "sorces",
+                "unknown key; known keys here: capture, delivery, destinations, ingest, logging, redis_url, routes, server, sources, worker",
+            )
         ]
 
     def test_bad_duration_says_what_is_accepted(self) -> None:

@@ -1,0 +1,166 @@
+"""The routing part of the configuration: ``destinations``, ``routes`` and ``delivery``.
+
+Only the shape and its validation live here (the ingress validates the whole file too, and
+``service`` never imports ``workers``); matching and payload shaping are ``workers/rules.py``,
+sending is ``workers/delivery.py`` and ``workers/sinks/``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+import jmespath
+import jmespath.exceptions
+from pydantic import BeforeValidator, Field, model_validator
+
+from service.configmodel import ConfigModel, Duration, HttpsUrl, Rate, SecretStr, Ttl
+
+# Capture attribute paths: names of letters, digits and "_", joined by dots (``primaryAddress.city``).
+_DOT_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
+# The four Capture event types a route may ask for; Capture may add more, which no route matches.
+EVENT_TYPES = ("entityCreated", "entityUpdated", "entityDeleted", "test")
+_STANDARD_WEBHOOK_SECRET = re.compile(r"^whsec_[A-Za-z0-9+/]+={0,2}$")
+
+
+def _dot_path(value: object) -> object:
+    if not isinstance(value, str) or not _DOT_PATH.match(value):
+        raise ValueError(f"{value!r} is not an attribute path; use names joined by dots, e.g. primaryAddress.city")
+    return value
+
+
+def _jmespath(value: object) -> object:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("must be a JMESPath expression over event, record, previous and changes")
+    try:
+        jmespath.compile(value)
+    except jmespath.exceptions.JMESPathError as exc:
+        # jmespath's message points at the column; the expression is the operator's own text.
+        raise ValueError(f"is not a valid JMESPath expression: {str(exc).splitlines()[0]}") from None
+    return value
+
+
+def _signing_secret(value: object) -> object:
+    if not isinstance(value, str) or not _STANDARD_WEBHOOK_SECRET.match(value):
+        # The value itself is never repeated: it is a secret.
+        raise ValueError("must be a Standard Webhooks secret: whsec_ followed by base64")
+    return value
+
+
+def _to_list(value: object) -> object:
+    return [value] if isinstance(value, str) else value
+
+
+DotPath = Annotated[str, BeforeValidator(_dot_path)]
+DotPaths = Annotated[list[DotPath], BeforeValidator(_to_list)]
+Expression = Annotated[str, BeforeValidator(_jmespath)]
+SigningSecret = Annotated[SecretStr, BeforeValidator(_signing_secret)]
+EventType = Literal["entityCreated", "entityUpdated", "entityDeleted", "test"]
+DestinationName = Annotated[str, Field(pattern=_NAME)]
+
+
+class BreakerSettings(ConfigModel):
+    """When a destination's circuit breaker opens, and how it probes its way back."""
+
+    # Opens after this many failures in a row...
+    consecutive_failures: int = Field(default=5, ge=1)
+    # ...or when this share of the attempts in the window failed (with at least min_attempts).
+    failure_ratio: float = Field(default=0.5, gt=0, le=1)
+    window: Duration = Field(default=60.0, gt=0)
+    min_attempts: int = Field(default=20, ge=1)
+    # How long it stays open before one probe delivery is let through (half-open).
+    open_for: Duration = Field(default=30.0, gt=0)
+
+
+class HttpDestination(ConfigModel):
+    """POST each delivery as JSON, signed as Standard Webhooks (webhook-id/-timestamp/-signature)."""
+
+    type: Literal["http"]
+    url: HttpsUrl
+    # One secret, or several while the receiver rotates: each one signs, all signatures are sent.
+    signing_secret: Annotated[list[SigningSecret], BeforeValidator(_to_list)] = Field(default_factory=list)
+    # Extra request headers (an API key, say); values are treated as secrets.
+    headers: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9-]{1,64}$")], SecretStr] = Field(default_factory=dict)
+    timeout: Duration = Field(default=10.0, gt=0)
+    # Sends per second of all workers together (N/s, N/m, N/h); none by default.
+    rate_limit: Rate | None = None
+    # Overrides delivery.schedule / delivery.breaker for this destination.
+    schedule: list[Duration] | None = Field(default=None, min_length=1)
+    breaker: BreakerSettings | None = None
+
+    @model_validator(mode="after")
+    def _headers_not_ours(self) -> HttpDestination:
+        ours = {"content-type", "webhook-id", "webhook-timestamp", "webhook-signature", "host", "content-length"}
+        taken = sorted(name for name in self.headers if name.lower() in ours)
+        if taken:
+            raise ValueError(f"headers: {', '.join(taken)} is set by capture-relay itself")
+        return self
+
+
+Destination = Annotated[HttpDestination, Field(discriminator="type")]
+# Every destination type by its ``type:`` tag (the sinks issue adds postgres, redis_stream, ...).
+DESTINATION_TYPES: dict[str, type[ConfigModel]] = {"http": HttpDestination}
+
+
+class Route(ConfigModel):
+    """One routing rule: which events it takes, what they must look like, where they go and in what shape."""
+
+    name: str = Field(pattern=_NAME)
+    on: Annotated[list[EventType], BeforeValidator(_to_list)] = Field(
+        default=["entityCreated", "entityUpdated", "entityDeleted"], min_length=1
+    )
+    entity_type: Annotated[list[Annotated[str, Field(min_length=1)]], BeforeValidator(_to_list)] | None = None
+    changed_any: DotPaths = Field(default_factory=list)
+    changed_all: DotPaths = Field(default_factory=list)
+    # JMESPath over {event, record, previous, changes}; a truthy result matches.
+    when: Expression | None = None
+    to: Annotated[list[DestinationName], BeforeValidator(_to_list), Field(min_length=1)]
+    # Payload shaping, applied in this order: fields (keep only these), hash, rename, drop.
+    fields: DotPaths | None = None
+    hash: DotPaths = Field(default_factory=list)
+    rename: dict[DotPath, Annotated[str, Field(min_length=1)]] = Field(default_factory=dict)
+    drop: DotPaths = Field(default_factory=list)
+
+
+class DeliverySettings(ConfigModel):
+    """How deliveries are queued, retried and dead-lettered."""
+
+    queue: str = Field(default="capture-deliveries", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    # Wait before each attempt: about two days in all, so a receiver's outage over a weekend loses nothing.
+    schedule: list[Duration] = Field(
+        default=[0, 5, 30, 120, 600, 1800, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 24 * 3600], min_length=1
+    )
+    # Each wait is spread by up to this share either way, so that retries of an outage do not arrive at once.
+    jitter: float = Field(default=0.2, ge=0, lt=1)
+    # A Retry-After longer than this is capped (a receiver cannot park a delivery for a month).
+    max_retry_after: Duration = Field(default=24 * 3600.0, gt=0)
+    breaker: BreakerSettings = BreakerSettings()
+    # How long a rate-limited send may wait for its turn before it is rescheduled instead.
+    rate_limit_wait: Duration = Field(default=5.0, ge=0)
+    dead_letter_retention: Ttl = 14 * 86400
+    job_timeout: Ttl = 120
+    # The last delivered version per (destination, uuid) is remembered this long (the stale guard).
+    stale_guard_ttl: Ttl = 30 * 86400
+
+
+def unknown_destinations(routes: list[Route], destinations: dict[str, Destination]) -> list[tuple[str, str]]:
+    """``(key_path, problem)`` for every route target that names no destination."""
+    problems = []
+    for index, route in enumerate(routes):
+        for position, name in enumerate(route.to):
+            if name not in destinations:
+                known = ", ".join(sorted(destinations)) or "none configured"
+                problems.append((f"routes[{index}].to[{position}]", f"unknown destination {name!r}; known: {known}"))
+    return problems
+
+
+def duplicate_route_names(routes: list[Route]) -> list[tuple[str, str]]:
+    """``(key_path, problem)`` for every route whose name an earlier route already has."""
+    seen: set[str] = set()
+    problems = []
+    for index, route in enumerate(routes):
+        if route.name in seen:
+            problems.append((f"routes[{index}].name", f"{route.name!r} is already the name of an earlier route"))
+        seen.add(route.name)
+    return problems
