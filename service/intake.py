@@ -15,7 +15,6 @@ Errors::
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -26,38 +25,24 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from service.events import Event
+from service.rqcommands import RUN_PACKED, captured_commands, command_builder, pack_commands
 from service.settings import Settings
 
 # The job target lives in workers/; it is named, never imported, so service/ stays free of workers/.
 PROCESS_EVENT = "workers.pipeline.process_event"
 DEDUP_PREFIX = "capture-relay:dedup:"
-_LENGTH = struct.Struct(">I")
 _BACKLOG_FULL = -1
 
 # KEYS: n markers, n job keys, the queue. ARGV: n, marker ttl, high-water mark, then per event
-# its marker value and its job's commands packed into one string (see _pack), so that a job's
+# its marker value and its job's commands packed into one string (see service.rqcommands), so that a job's
 # forty-odd arguments cross redis-py as one.
 # Each marker is written after its job's commands: Redis does not roll a script back, so if a
 # command fails the script stops before the marker, and a retry of the delivery is not
 # mistaken for a duplicate. A script refused for lack of memory is refused before its first
 # write, and Redis does not refuse the later writes of a script that has begun writing.
-_STORE = """
-local function run(packed)
-  local count, pos = struct.unpack('>I4', packed)
-  for _ = 1, count do
-    local argc
-    argc, pos = struct.unpack('>I4', packed, pos)
-    local args = {}
-    for a = 1, argc do
-      local size
-      size, pos = struct.unpack('>I4', packed, pos)
-      args[a] = string.sub(packed, pos, pos + size - 1)
-      pos = pos + size
-    end
-    redis.call(unpack(args))
-  end
-end
-
+_STORE = (
+    RUN_PACKED
+    + """
 local n, ttl, high_water = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local flags, any_fresh = {}, false
 for i = 1, n do
@@ -74,6 +59,7 @@ for i = 1, n do
 end
 return {0, flags}
 """
+)
 
 
 class IntakeUnavailableError(Exception):
@@ -128,9 +114,8 @@ class Intake:
     def __init__(self, connection: redis.asyncio.Redis, policy: JobPolicy) -> None:
         self._redis = connection
         self._policy = policy
-        # rq needs a synchronous client to build its commands; this one points nowhere, so any
-        # I/O rq might attempt on it fails loudly instead of blocking the event loop.
-        self._builder = redis.Redis(unix_socket_path="/nonexistent/capture-relay-builds-commands-only")
+        # rq needs a synchronous client to build its commands; this one never blocks the event loop.
+        self._builder = command_builder()
         self._queue = Queue(policy.queue, connection=self._builder, serializer=JSONSerializer)
         self._store = connection.register_script(_STORE)
 
@@ -167,49 +152,25 @@ class Intake:
         policy = self._policy
         arguments: list[bytes | str | int] = [len(events), policy.dedup_ttl, policy.backlog_high_water]
         for event in events:
-            arguments += [event.job_id, _pack(self._job_commands(event))]
+            arguments += [event.job_id, pack_commands(self._job_commands(event))]
         return arguments
 
     def _job_commands(self, event: Event) -> list[tuple[object, ...]]:
         """The commands rq would send to enqueue this event's job, built but not sent."""
-        pipe = self._builder.pipeline(transaction=True)
-        pipe.multi()
         policy = self._policy
-        self._queue.enqueue_call(
-            PROCESS_EVENT,
-            args=(event.to_dict(),),
-            job_id=event.job_id,
-            # The default description is a repr of the arguments; ours names only ids.
-            description=f"process_event {event.source} {event.event_id}",
-            timeout=policy.job_timeout,
-            result_ttl=policy.result_ttl,
-            failure_ttl=policy.failure_ttl,
-            # Also covers a job abandoned by a killed worker: it is retried, not failed.
-            retry=Retry(max=5, interval=[5, 30, 120, 600, 1800]),
-            pipeline=pipe,
+        return captured_commands(
+            self._builder,
+            lambda pipe: self._queue.enqueue_call(
+                PROCESS_EVENT,
+                args=(event.to_dict(),),
+                job_id=event.job_id,
+                # The default description is a repr of the arguments; ours names only ids.
+                description=f"process_event {event.source} {event.event_id}",
+                timeout=policy.job_timeout,
+                result_ttl=policy.result_ttl,
+                failure_ttl=policy.failure_ttl,
+                # Also covers a job abandoned by a killed worker: it is retried, not failed.
+                retry=Retry(max=5, interval=[5, 30, 120, 600, 1800]),
+                pipeline=pipe,
+            ),
         )
-        commands = [tuple(args) for args, _options in pipe.command_stack]
-        pipe.reset()
-        return commands
-
-
-def _pack(commands: list[tuple[object, ...]]) -> bytes:
-    """Commands as the script reads them: a count, then per command its argument count and the
-    arguments, each a 4-byte big-endian length and the bytes; encoded as redis-py would."""
-    parts = [_LENGTH.pack(len(commands))]
-    for command in commands:
-        parts.append(_LENGTH.pack(len(command)))
-        for argument in command:
-            data = _encode(argument)
-            parts += [_LENGTH.pack(len(data)), data]
-    return b"".join(parts)
-
-
-def _encode(argument: object) -> bytes:
-    if isinstance(argument, bytes):
-        return argument
-    if isinstance(argument, str):  # also rq's str-based enums, whose str() is not their value
-        return argument.encode()
-    if isinstance(argument, int | float) and not isinstance(argument, bool):
-        return repr(argument).encode()
-    raise TypeError(f"rq produced a command argument of type {type(argument).__name__}")
