@@ -15,10 +15,12 @@ from importlib.metadata import version
 import redis
 import uvicorn
 
+from capture_relay.config_args import config_option as _config_option
+from capture_relay.config_args import settings_from
 from service.app import create_app
 from service.logs import configure_logging
 from service.secret import mask_url
-from service.settings import ConfigError, Settings, load
+from service.settings import ConfigError, Settings
 from simulator import cli as simulator_cli
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -78,22 +80,6 @@ def _parser() -> argparse.ArgumentParser:
     show_version = commands.add_parser("version", help="print the version")
     show_version.set_defaults(run=lambda args, environ: _print(version("capture-relay")))
     return parser
-
-
-def _config_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", metavar="FILE", help="YAML config (default: $CAPTURE_RELAY_CONFIG)")
-
-
-def settings_from(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
-    """Load the file named by ``--config`` or ``CAPTURE_RELAY_CONFIG``.
-
-    Raises:
-        ConfigError: when neither names a file, or the file is invalid.
-    """
-    path = args.config or environ.get("CAPTURE_RELAY_CONFIG")
-    if not path:
-        raise ConfigError([("--config", "no configuration file; pass --config FILE or set CAPTURE_RELAY_CONFIG")])
-    return load(path, environ)
 
 
 def _serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:

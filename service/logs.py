@@ -31,6 +31,7 @@ SAFE_FIELDS = frozenset(
         "destination", "route", "attempt",
         "url", "host", "port", "worker", "version", "config", "pid",
         "endpoint", "capture_code", "request_token", "retry_in", "limiter", "held", "lease",
+        "state", "probe", "replayed", "routes", "destinations", "threads", "concurrency", "fetched", "seq",
     }
 )  # fmt: skip
 

@@ -22,6 +22,8 @@ from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegis
 log = structlog.get_logger(__name__)
 
 PREFIX = "capture_relay_"
+# Seconds to days: a delivery that waited out a receiver's outage is still counted in a bucket.
+_END_TO_END_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, 3600.0, 6 * 3600.0, 86400.0)
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -59,8 +61,28 @@ class WorkerMetrics:
         self.registry = registry
         self.events_processed = Counter(
             f"{PREFIX}events_processed",
-            "Events processed by the workers, by event type and outcome.",
+            "Events processed by the workers, by event type and outcome (routed, unrouted, gone, failed).",
             ["type", "outcome"],
+            registry=registry,
+        )
+        self.deliveries = Counter(
+            f"{PREFIX}deliveries",
+            "Delivery attempts by destination and outcome (delivered, retry, dead_letter, deferred, stale, duplicate).",
+            ["destination", "outcome"],
+            registry=registry,
+        )
+        self.delivery_duration = Histogram(
+            f"{PREFIX}delivery_duration_seconds",
+            "One send to a destination, from the request to its answer.",
+            ["destination"],
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.end_to_end = Histogram(
+            f"{PREFIX}end_to_end_seconds",
+            "From the change in Capture (the event's toe, else its receipt) to its delivery.",
+            ["destination"],
+            buckets=_END_TO_END_BUCKETS,
             registry=registry,
         )
 

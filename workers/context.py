@@ -1,18 +1,25 @@
 """The one start-up seam of the workers: a context built before ``work()`` and read by jobs.
 
 RQ calls job functions with their arguments only, so the clients a job needs (settings,
-metrics, the Capture client, later the sinks) are installed here by ``capture-relay worker``.
-Only the RQ entry points call ``current()``; everything below them takes the context as a
-parameter.
+metrics, the Capture client, the routing rules, the destinations' sinks) are installed here by
+``capture-relay worker``. Only the RQ entry points call ``current()``; everything below them
+takes the context as a parameter. Everything in the context is shared by the worker's threads.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+
+import redis
+from prometheus_client import CollectorRegistry
 
 from service.metrics import WorkerMetrics
 from service.settings import Settings
 from workers.capture_api import CaptureClient
+from workers.capture_calls import CaptureApiMetrics
+from workers.capture_setup import capture_client
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +30,18 @@ class WorkerContext:
     metrics: WorkerMetrics
     # Present when the config has a ``capture:`` section; shared by the worker's threads.
     capture: CaptureClient | None = None
+
+
+@contextmanager
+def open_context(settings: Settings, connection: redis.Redis, registry: CollectorRegistry) -> Iterator[WorkerContext]:
+    """Build the context of a worker process, and close its clients when the worker stops."""
+    with ExitStack() as stack:
+        capture = None
+        if settings.capture is not None:
+            capture = stack.enter_context(
+                capture_client(settings.capture, connection=connection, metrics=CaptureApiMetrics(registry))
+            )
+        yield WorkerContext(settings=settings, metrics=WorkerMetrics(registry), capture=capture)
 
 
 _installed: WorkerContext | None = None

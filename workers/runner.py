@@ -15,13 +15,9 @@ from prometheus_client import CollectorRegistry, start_http_server
 from rq import Queue, SimpleWorker
 from rq.serializers import JSONSerializer
 
-from service.metrics import WorkerMetrics
 from service.redisconn import connect_worker
 from service.settings import Settings
 from workers import context
-from workers.capture_calls import CaptureApiMetrics
-from workers.capture_setup import capture_client
-from workers.context import WorkerContext
 
 
 def run_worker(settings: Settings, *, burst: bool = False) -> bool:
@@ -34,12 +30,7 @@ def run_worker(settings: Settings, *, burst: bool = False) -> bool:
     registry = CollectorRegistry()
     with ExitStack() as stack:
         stack.callback(connection.close)
-        capture = None
-        if settings.capture is not None:
-            capture = stack.enter_context(
-                capture_client(settings.capture, connection=connection, metrics=CaptureApiMetrics(registry))
-            )
-        context.install(WorkerContext(settings=settings, metrics=WorkerMetrics(registry), capture=capture))
+        context.install(stack.enter_context(context.open_context(settings, connection, registry)))
         if settings.worker.metrics_port is not None:
             start_http_server(settings.worker.metrics_port, registry=registry)
         queue = Queue(settings.ingest.queue, connection=connection, serializer=JSONSerializer)
