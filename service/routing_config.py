@@ -119,7 +119,7 @@ class Route(ConfigModel):
     # Payload shaping, applied in this order: fields (keep only these), hash, rename, drop.
     fields: DotPaths | None = None
     hash: DotPaths = Field(default_factory=list)
-    rename: dict[DotPath, Annotated[str, Field(min_length=1)]] = Field(default_factory=dict)
+    rename: dict[DotPath, DotPath] = Field(default_factory=dict)
     drop: DotPaths = Field(default_factory=list)
 
 
@@ -163,4 +163,20 @@ def duplicate_route_names(routes: list[Route]) -> list[tuple[str, str]]:
         if route.name in seen:
             problems.append((f"routes[{index}].name", f"{route.name!r} is already the name of an earlier route"))
         seen.add(route.name)
+    return problems
+
+
+def routes_needing_capture(routes: list[Route]) -> list[tuple[str, str]]:
+    """``(key_path, problem)`` for routes that need records fetched, when no ``capture:`` is configured."""
+    problems = []
+    for index, route in enumerate(routes):
+        fetched = sorted(set(route.on) & {"entityCreated", "entityUpdated"})
+        if fetched:
+            problems.append(
+                (
+                    f"routes[{index}].on",
+                    f"{', '.join(fetched)} events need their records fetched from Capture; configure the capture: "
+                    "section (or route only entityDeleted and test events)",
+                )
+            )
     return problems

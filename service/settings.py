@@ -36,6 +36,7 @@ from service.routing_config import (
     DestinationName,
     Route,
     duplicate_route_names,
+    routes_needing_capture,
     unknown_destinations,
 )
 from service.secret import Secret
@@ -175,6 +176,8 @@ class Settings(ConfigModel):
     @model_validator(mode="after")
     def _routes_name_destinations(self) -> Settings:
         problems = duplicate_route_names(self.routes) + unknown_destinations(self.routes, self.destinations)
+        if self.capture is None:
+            problems += routes_needing_capture(self.routes)
         if problems:
             path, problem = problems[0]
             more = f" (and {len(problems) - 1} more problem(s) in routes)" if len(problems) > 1 else ""

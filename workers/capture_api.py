@@ -52,6 +52,18 @@ def capture_timestamp(at: datetime | float) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f +0000")
 
 
+def parse_capture_timestamp(value: object) -> datetime | None:
+    """A Capture datetime (``2015-11-15 01:58:01.862312 +0000``, fraction optional) or ``None``."""
+    if not isinstance(value, str):
+        return None
+    for layout in ("%Y-%m-%d %H:%M:%S.%f %z", "%Y-%m-%d %H:%M:%S %z"):
+        try:
+            return datetime.strptime(value, layout)
+        except ValueError:
+            continue
+    return None
+
+
 class CaptureClient:
     """One Capture application's API. Thread-safe: workers share it between their threads."""
 
