@@ -1,0 +1,82 @@
+"""What every destination type offers the delivery engine: one delivery in, success or a ``SinkError`` out.
+
+A sink only sends. Retries, rate limits, the circuit breaker and the log line of each outcome
+belong to ``workers/delivery.py``, so the isolation rules between destinations live in one place;
+the sink's part is to say what happened in terms the engine can act on (``reason``,
+``retryable``, ``retry_after``) without repeating anything private.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One delivery as a sink sends it: the payload for one destination, and its identity."""
+
+    # Stable across attempts ("<event-id>:<destination>"): the receiver's idempotency key.
+    delivery_id: str
+    destination: str
+    event_type: str
+    uuid: str
+    # Record values: kept out of the repr, so that a logged or raised Outgoing shows none.
+    payload: dict[str, Any] = field(repr=False)
+    attempt: int
+
+
+class SinkError(Exception):
+    """A delivery that did not succeed, with what the engine needs to decide what comes next.
+
+    Attributes:
+        reason: a short, stable token, reused as metric label and log field (``timeout``,
+            ``connect``, ``connection``, ``http_status``, ``redirect``, ``protocol``, ...).
+        retryable: whether sending again later may succeed; when False the engine dead-letters.
+        status: the receiver's HTTP status (or the like), when it answered.
+        retry_after: seconds the receiver asked us to wait (``Retry-After``), uncapped.
+        detail: one short line for operators; never the payload, never a secret or header value.
+    """
+
+    def __init__(
+        self,
+        *,
+        reason: str,
+        retryable: bool,
+        detail: str,
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.retryable = retryable
+        self.detail = detail
+        self.status = status
+        self.retry_after = retry_after
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keyword-only arguments: rebuild from the attributes when the error crosses a process.
+        return (_rebuild, (self.reason, self.retryable, self.detail, self.status, self.retry_after))
+
+    def __str__(self) -> str:
+        return f"{self.reason}: {self.detail}"
+
+
+def _rebuild(reason: str, retryable: bool, detail: str, status: int | None, retry_after: float | None) -> SinkError:
+    return SinkError(reason=reason, retryable=retryable, detail=detail, status=status, retry_after=retry_after)
+
+
+class Sink(Protocol):
+    """A destination's sender; one instance per destination, shared by the worker's threads."""
+
+    def send(self, outgoing: Outgoing) -> None:
+        """Deliver ``outgoing`` once; return on success.
+
+        Raises:
+            SinkError: on any failure, already classified as retryable or not.
+        """
+        ...
+
+    def close(self) -> None:
+        """Release the sink's connections; called once when the worker stops."""
+        ...
