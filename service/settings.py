@@ -8,6 +8,7 @@ Errors::
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -40,6 +41,23 @@ from service.routing_config import (
     unknown_destinations,
 )
 from service.secret import Secret
+
+
+class ConfigLoader(yaml.SafeLoader):
+    """YAML 1.2 booleans: only ``true`` and ``false``.
+
+    PyYAML follows YAML 1.1, where ``on``, ``off``, ``yes`` and ``no`` are booleans too, so a
+    route's ``on:`` key would arrive as ``True``, and a country code ``NO`` as ``False``.
+    """
+
+
+ConfigLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
 
 
 class ConfigError(Exception):
@@ -219,7 +237,7 @@ def load(path: str | Path, environ: Mapping[str, str]) -> Settings:
     except UnicodeDecodeError as exc:
         raise ConfigError([(str(path), f"not UTF-8 text (byte {exc.start})")]) from exc
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=ConfigLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""

@@ -17,9 +17,15 @@ from prometheus_client import CollectorRegistry
 
 from service.metrics import WorkerMetrics
 from service.settings import Settings
+
+# A module import: workers.delivery's RQ entry point reads the context, so the two import each
+# other, and only attribute access at call time works whichever is imported first.
+from workers import delivery
 from workers.capture_api import CaptureClient
 from workers.capture_calls import CaptureApiMetrics
 from workers.capture_setup import capture_client
+from workers.delivery_metrics import DeliveryStateCollector
+from workers.rules import RuleBook
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,7 +34,9 @@ class WorkerContext:
 
     settings: Settings
     metrics: WorkerMetrics
-    # Present when the config has a ``capture:`` section; shared by the worker's threads.
+    rules: RuleBook
+    deliveries: delivery.DeliveryEngine
+    # Present when the config has a ``capture:`` section.
     capture: CaptureClient | None = None
 
 
@@ -41,7 +49,18 @@ def open_context(settings: Settings, connection: redis.Redis, registry: Collecto
             capture = stack.enter_context(
                 capture_client(settings.capture, connection=connection, metrics=CaptureApiMetrics(registry))
             )
-        yield WorkerContext(settings=settings, metrics=WorkerMetrics(registry), capture=capture)
+        metrics = WorkerMetrics(registry)
+        deliveries = stack.enter_context(delivery.delivery_engine(settings, connection, metrics))
+        registry.register(
+            DeliveryStateCollector(connection, list(settings.destinations), settings.delivery.dead_letter_retention)
+        )
+        yield WorkerContext(
+            settings=settings,
+            metrics=metrics,
+            rules=RuleBook.from_settings(settings),
+            deliveries=deliveries,
+            capture=capture,
+        )
 
 
 _installed: WorkerContext | None = None

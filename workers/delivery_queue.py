@@ -101,8 +101,10 @@ class DeliveryQueue:
             if delay <= 0:
                 self._queue.enqueue_call(DELIVER, args=(job.to_dict(),), unique=True, **options)
             else:
+                # enqueue_at names the timeout job_timeout; any other unknown name would reach deliver().
                 at = datetime.now(UTC) + timedelta(seconds=delay)
-                self._queue.enqueue_at(at, DELIVER, job.to_dict(), unique=True, **options)
+                options["job_timeout"] = options.pop("timeout")
+                self._queue.enqueue_at(at, DELIVER, args=(job.to_dict(),), unique=True, **options)
         except DuplicateJobError:
             return False
         return True

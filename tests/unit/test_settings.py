@@ -319,6 +319,27 @@ class TestLoad:
         assert settings.sources.v3 is not None
         assert settings.sources.v3.max_age == 86400.0
 
+    def test_on_is_a_key_and_no_is_a_word(self, tmp_path: Path) -> None:
+        """YAML 1.2 booleans: a route's ``on:`` stays a key and ``NO`` stays text (PyYAML's 1.1 rules
+        would read them as True and False)."""
+        path = tmp_path / "routes.yaml"
+        path.write_text(
+            "capture: {base_url: 'https://app.example.com', client_id: c, client_secret: s}\n"
+            "destinations: {crm: {type: http, url: 'https://crm.example.com/hooks'}}\n"
+            "routes:\n"
+            "  - name: norway\n"
+            "    on: [entityUpdated]\n"
+            '    when: record.country == `"NO"`\n'
+            "    to: [crm]\n"
+            "    entity_type: NO\n",
+            encoding="utf-8",
+        )
+
+        settings = load(path, {})
+
+        assert settings.routes[0].on == ["entityUpdated"]
+        assert settings.routes[0].entity_type == ["NO"]
+
     def test_empty_file_gives_defaults(self, tmp_path: Path) -> None:
         """An empty file is the default configuration."""
         path = tmp_path / "empty.yaml"
