@@ -9,12 +9,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from importlib.metadata import version
 
 import redis
 import uvicorn
 
+from capture_relay import dlq_cli, rules_cli
 from capture_relay.config_args import config_option as _config_option
 from capture_relay.config_args import settings_from
 from service.app import create_app
@@ -58,8 +59,27 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="override server.port")
     serve.set_defaults(run=_serve)
 
-    worker = commands.add_parser("worker", help="run one worker on the event queue")
+    worker = commands.add_parser(
+        "worker",
+        help="run a worker process on one queue",
+        description="Run jobs from one queue, several at once in threads (no process per job). "
+        "SIGTERM finishes the running jobs, then exits; a second signal exits at once.",
+    )
     _config_option(worker)
+    worker.add_argument(
+        "--queue",
+        choices=sorted(_WORKER_QUEUES),
+        default="events",
+        help="the queue to work: events (ingest.queue, default) or deliveries (delivery.queue). One queue "
+        "per process: on a single queue rq moves each job atomically into an in-progress list (BLMOVE), "
+        "so a worker killed at any moment loses no job; on several it pops (BLPOP) and can lose one",
+    )
+    worker.add_argument(
+        "--concurrency",
+        type=_concurrency,
+        metavar="N",
+        help="jobs run at once, each in a thread (overrides worker.concurrency)",
+    )
     worker.add_argument("--burst", action="store_true", help="exit once the queue is empty")
     worker.set_defaults(run=_worker)
 
@@ -67,6 +87,9 @@ def _parser() -> argparse.ArgumentParser:
     dev.add_argument("--port", type=int, default=8000, help="port of the ingress (default 8000)")
     dev.add_argument("--once", action="store_true", help="send one sample event, wait for it, then exit")
     dev.set_defaults(run=_dev)
+
+    rules_cli.add_parser(commands)
+    dlq_cli.add_parser(commands)
 
     simulate = commands.add_parser(
         "simulate",
@@ -123,16 +146,40 @@ def server_config(settings: Settings, host: str, port: int) -> uvicorn.Config:
     )
 
 
+# `worker --queue` choices, and the settings that name each queue.
+_WORKER_QUEUES: dict[str, Callable[[Settings], str]] = {
+    "events": lambda settings: settings.ingest.queue,
+    "deliveries": lambda settings: settings.delivery.queue,
+}
+
+
+def _concurrency(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 256:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of jobs from 1 to 256")
+    return value
+
+
 def _worker(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
-    from workers.runner import run_worker  # keeps `serve` from loading worker code
+    # Imported here: keeps `serve` from loading worker code.
+    from workers.health import HealthPortError
+    from workers.pool import WorkerThreadError
+    from workers.runner import run_worker
 
     settings = settings_from(args, environ)
     configure_logging(settings.logging.level, settings.logging.format)
     try:
-        run_worker(settings, burst=args.burst)
+        run_worker(settings, queue=_WORKER_QUEUES[args.queue](settings), burst=args.burst, concurrency=args.concurrency)
     except redis.ConnectionError as exc:
         # One line an operator can act on, not rq's traceback; the password stays masked.
         sys.stderr.write(f"capture-relay: cannot reach Redis at {mask_url(settings.redis_url.reveal())}: {exc}\n")
+        return EXIT_FAILURE
+    except (WorkerThreadError, HealthPortError) as exc:
+        # A thread's own error is already logged; the supervisor restarts the process.
+        sys.stderr.write(f"capture-relay: {exc}\n")
         return EXIT_FAILURE
     return EXIT_OK
 

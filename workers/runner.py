@@ -1,45 +1,61 @@
-"""``capture-relay worker``: one RQ worker process on one queue, jobs run in-process.
+"""``capture-relay worker``: one process on one queue, several jobs at once in threads.
 
-Two choices matter for not losing work (see reference/python-stack.md §1.5 and §1.9):
+Choices that matter for not losing work and for throughput (reference/python-stack.md §1.5,
+§1.9; workers/pool.py has the details):
 - one queue per process: rq then dequeues with BLMOVE into an intermediate list, so a crash
   between dequeue and registration cannot drop the job; with several queues it uses BLPOP;
-- ``SimpleWorker``: no fork per job (a fork costs ~25 ms here), and metrics stay in one process.
-A short maintenance interval makes a live worker requeue the jobs of a killed one quickly.
+- threads, not a fork per job (a fork costs ~25 ms here): the jobs wait on Capture and on
+  destinations, and the metrics stay in one process, served with ``/healthz`` on one port;
+- running jobs are registered for 30 s and renewed while they run, and a short maintenance
+  interval makes a live worker retry the jobs of a killed one within a minute or two.
 """
 
 from __future__ import annotations
 
+import time
 from contextlib import ExitStack
+from functools import partial
 
-from prometheus_client import CollectorRegistry, start_http_server
-from rq import Queue, SimpleWorker
-from rq.serializers import JSONSerializer
+from prometheus_client import CollectorRegistry
 
 from service.redisconn import connect_worker
 from service.settings import Settings
 from workers import context
+from workers.health import PoolCollector, serving
+from workers.pool import WorkerPool
 
 
-def run_worker(settings: Settings, *, burst: bool = False) -> bool:
-    """Work the event queue until stopped (or, with ``burst``, until it is empty).
+def run_worker(settings: Settings, *, queue: str, burst: bool = False, concurrency: int | None = None) -> bool:
+    """Work the rq queue named ``queue`` until SIGTERM/SIGINT (or, with ``burst``, until it is empty).
+
+    Args:
+        settings: the configuration.
+        queue: the rq queue name (``settings.ingest.queue`` or ``settings.delivery.queue``).
+        burst: drain the queue with every thread, then return.
+        concurrency: jobs at once; ``settings.worker.concurrency`` by default.
 
     Returns:
         Whether any job was processed.
+
+    Raises:
+        redis.ConnectionError: when Redis cannot be reached at start-up.
+        workers.pool.WorkerThreadError: when a thread ended on its own (the others were stopped).
+        workers.health.HealthPortError: when ``worker.metrics_port`` is taken.
     """
     connection = connect_worker(settings.redis_url)
     registry = CollectorRegistry()
     with ExitStack() as stack:
         stack.callback(connection.close)
         context.install(stack.enter_context(context.open_context(settings, connection, registry)))
-        if settings.worker.metrics_port is not None:
-            start_http_server(settings.worker.metrics_port, registry=registry)
-        queue = Queue(settings.ingest.queue, connection=connection, serializer=JSONSerializer)
-        worker = SimpleWorker(
-            [queue],
-            connection=connection,
-            serializer=JSONSerializer,
+        pool = WorkerPool(
+            queue,
+            connect=partial(connect_worker, settings.redis_url),
+            concurrency=concurrency if concurrency is not None else settings.worker.concurrency,
             maintenance_interval=settings.worker.maintenance_interval,
-            # Job descriptions carry ids only, but keep rq from logging them at all.
-            log_job_description=False,
+            logging_level=settings.logging.level.upper(),
         )
-        return bool(worker.work(burst=burst, with_scheduler=True, logging_level=settings.logging.level.upper()))
+        stack.callback(pool.close)
+        registry.register(PoolCollector(pool.status))
+        if settings.worker.metrics_port is not None:
+            stack.enter_context(serving(settings.worker.metrics_port, registry, pool.status, time.time))
+        return pool.run(burst=burst)

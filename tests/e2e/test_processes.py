@@ -117,7 +117,7 @@ def test_serve_and_worker_process_a_v3_event(
     assert any(line["event"] == "webhook.accepted" and line["event_id"] == event_id for line in server_lines)
     assert any(line["event"] == "event.processed" and line["event_id"] == event_id for line in worker_lines)
     assert any(line["event"] == "Application shutdown complete." for line in server_lines)
-    assert 'capture_relay_events_processed_total{outcome="received",type="entityUpdated"} 1.0' in worker_metrics
+    assert 'capture_relay_events_processed_total{outcome="unrouted",type="entityUpdated"} 1.0' in worker_metrics
     assert any("warm shut down requested" in line["event"] for line in worker_lines)
 
 

@@ -10,13 +10,11 @@ from rq.serializers import JSONSerializer
 from starlette.testclient import TestClient
 
 from service.app import create_app
-from service.metrics import WorkerMetrics
 from tests.conftest import SettingsFactory
 from tests.support.simulator import API_CLIENT, RunningSimulator
 from tests.support.tokens import SigningKey, claims, sign
 from workers import context
 from workers.capture_api import CaptureClient
-from workers.context import WorkerContext
 from workers.pipeline import process_event
 from workers.runner import run_worker
 
@@ -34,35 +32,37 @@ def test_accepted_event_is_processed_by_a_burst_worker(
         )
     event_id = response.json()["event_ids"][0]
 
-    worked = run_worker(settings, burst=True)
+    worked = run_worker(settings, queue=settings.ingest.queue, burst=True)
 
     job = Job.fetch(f"event-v3-{event_id}", connection=redis_client, serializer=JSONSerializer)
     assert worked
     assert job.get_status() == JobStatus.FINISHED
-    assert job.return_value() == "received"
+    # No route takes it: the settings have none.
+    assert job.return_value() == "unrouted"
     assert Queue("capture-events", connection=redis_client, serializer=JSONSerializer).count == 0
     registry = context.current().metrics.registry
     assert (
         registry.get_sample_value(
-            "capture_relay_events_processed_total", {"type": "entityUpdated", "outcome": "received"}
+            "capture_relay_events_processed_total", {"type": "entityUpdated", "outcome": "unrouted"}
         )
         == 1
     )
 
 
-def test_process_event_counts_by_type(make_settings: SettingsFactory) -> None:
+def test_process_event_counts_by_type(make_settings: SettingsFactory, redis_client: redis.Redis) -> None:
     """The job target rebuilds the envelope and counts it by type and outcome."""
-    metrics = WorkerMetrics(CollectorRegistry())
-    context.install(WorkerContext(settings=make_settings(), metrics=metrics))
+    registry = CollectorRegistry()
     envelope = {"event_id": "e", "delivery_id": "d", "source": "v3", "type": "entityDeleted",
                 "entity_type": "user", "uuid": "u", "attributes": [], "received_at": 1.0}  # fmt: skip
 
-    outcome = process_event(envelope)
+    with context.open_context(make_settings(), redis_client, registry) as opened:
+        context.install(opened)
+        outcome = process_event(envelope)
 
-    assert outcome == "received"
+    assert outcome == "unrouted"
     assert (
-        metrics.registry.get_sample_value(
-            "capture_relay_events_processed_total", {"type": "entityDeleted", "outcome": "received"}
+        registry.get_sample_value(
+            "capture_relay_events_processed_total", {"type": "entityDeleted", "outcome": "unrouted"}
         )
         == 1
     )
@@ -79,7 +79,7 @@ def test_worker_opens_the_capture_client_when_configured(
     }
     settings = make_settings(capture=capture)
 
-    run_worker(settings, burst=True)
+    run_worker(settings, queue=settings.ingest.queue, burst=True)
 
     installed = context.current()
     assert isinstance(installed.capture, CaptureClient)
@@ -87,6 +87,8 @@ def test_worker_opens_the_capture_client_when_configured(
 
 
 def test_worker_without_capture_has_no_client(make_settings: SettingsFactory, redis_client: redis.Redis) -> None:
-    run_worker(make_settings(), burst=True)
+    settings = make_settings()
+
+    run_worker(settings, queue=settings.ingest.queue, burst=True)
 
     assert context.current().capture is None
