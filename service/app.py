@@ -56,7 +56,9 @@ def create_app(
                     v3.jwks_url, http, cooldown=v3.jwks_refresh_cooldown, ttl=v3.jwks_cache_ttl, timeout=v3.jwks_timeout
                 )
             registry = CollectorRegistry()
-            registry.register(QueueCollector(scrape_connection, [settings.ingest.queue], clock=clock))
+            registry.register(
+                QueueCollector(scrape_connection, [settings.ingest.queue, settings.delivery.queue], clock=clock)
+            )
             yield {
                 "deps": AppDeps(
                     settings=settings,

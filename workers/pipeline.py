@@ -36,6 +36,8 @@ log = structlog.get_logger(__name__)
 
 Record = dict[str, Any]
 _ONE_MICROSECOND = timedelta(microseconds=1)
+# Later than any lastUpdated, and exact in a double, in JSON and in Redis.
+DELETED_VERSION = 9e15
 
 
 def process_event(event: dict[str, Any]) -> str:
@@ -162,9 +164,13 @@ def _delivery_job(state: State, destination: str, route: CompiledRoute, facts: F
 
 
 def _version(state: State) -> float | None:
-    """The stale guard's clock: the record's lastUpdated, or when a deletion happened."""
+    """The stale guard's clock: the record's ``lastUpdated``; a deletion outranks every version.
+
+    A uuid is never reused, so nothing may follow a deletion: an update retried after it would
+    bring a deleted profile back downstream. (The event's toe could not order it anyway: it has
+    whole seconds, ``lastUpdated`` microseconds, and they come from different clocks.)
+    """
     if state.record is not None:
         stamp = parse_capture_timestamp(state.record.get("lastUpdated"))
         return stamp.timestamp() if stamp is not None else None
-    event = state.event
-    return event.occurred_at if event.occurred_at is not None else event.received_at
+    return DELETED_VERSION if state.event.type == "entityDeleted" else None

@@ -189,3 +189,23 @@ def test_a_record_deleted_before_its_update_is_processed_is_delivered_as_a_delet
 
     # created; the update, found gone, as a deletion; the deletion itself.
     assert kinds == ["entityCreated", "entityDeleted", "entityDeleted"]
+
+
+def test_an_update_retried_after_the_deletion_does_not_bring_the_profile_back(
+    tmp_path: Path, redis_server: RedisServer, redis_client: redis.Redis
+) -> None:
+    with running_stack(tmp_path, redis_server.url) as stack:
+        uuid = stack.create({"email": "leaving@example.com"})["uuid"]
+        stack.wait_emitted()
+        stack.drain()
+        stack.update(uuid, {"givenName": "Leaving"})
+        stack.wait_emitted()
+        stack.drain(queues=("events",))  # the update's delivery carries the record
+        stack.delete(uuid)
+        stack.wait_emitted()
+        stack.drain(queues=("events",))
+        stack.receiver.plan("/crm", [503])  # the update fails once; the deletion overtakes its retry
+        stack.drain()
+        answered = [(r.status, r.payload["type"]) for r in stack.receiver.on("/crm")]
+
+    assert answered == [(204, "entityCreated"), (503, "entityUpdated"), (204, "entityDeleted")]
