@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import helm_python
@@ -18,6 +19,25 @@ from tests.deploy.conftest import Manifest, Rendered, Renderer, Values
 
 # The literal secret the refusal tests write; no message may repeat it.
 LITERAL = "hunter2-literal"
+
+
+@dataclass(frozen=True)
+class WorkerKind:
+    """One kind of worker the chart runs: its component label, values key, queue and job timeout."""
+
+    component: str
+    key: str
+    # The argument of `capture-relay worker --queue`.
+    queue_arg: str
+    # The config section with its queue and job_timeout, and their defaults in service/settings.py.
+    section: str
+    default_queue: str
+    default_job_timeout: int
+
+
+EVENTS_WORKER = WorkerKind("worker", "worker", "events", "ingest", "capture-events", 600)
+DELIVERY_WORKER = WorkerKind("delivery-worker", "deliveryWorker", "deliveries", "delivery", "capture-deliveries", 120)
+WORKER_KINDS = (EVENTS_WORKER, DELIVERY_WORKER)
 
 
 def pod_specs(rendered: Rendered) -> Iterator[tuple[str, dict[str, Any], dict[str, Any]]]:
@@ -33,7 +53,7 @@ def pod_specs(rendered: Rendered) -> Iterator[tuple[str, dict[str, Any], dict[st
 
 
 def workload(rendered: Rendered, component: str) -> Manifest:
-    """The Deployment of ``component`` (api or worker)."""
+    """The Deployment of ``component`` (api, worker or delivery-worker)."""
     return rendered.one("Deployment", component)
 
 
@@ -68,3 +88,18 @@ def render_error(render: Renderer, overrides: Values, base: Values | None = None
     with pytest.raises((helm_python.HelmRenderError, helm_python.HelmValuesError)) as failure:
         render(overrides, base=base)
     return str(failure.value)
+
+
+def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    """Whether a LabelSelector (matchLabels, and matchExpressions with In/NotIn/Exists) selects ``labels``."""
+    if any(labels.get(key) != value for key, value in selector.get("matchLabels", {}).items()):
+        return False
+    for expression in selector.get("matchExpressions", []):
+        key, operator = expression["key"], expression["operator"]
+        if operator == "In" and labels.get(key) not in expression["values"]:
+            return False
+        if operator == "NotIn" and labels.get(key) in expression["values"]:
+            return False
+        if operator == "Exists" and key not in labels:
+            return False
+    return True

@@ -138,13 +138,14 @@ def everything_render(render: Renderer, everything_values: Values) -> Rendered:
 
 @pytest.fixture(scope="session")
 def worker_hpa_values(everything_values: Values) -> Values:
-    """Every option on, but the workers scaled by a HorizontalPodAutoscaler instead of KEDA."""
-    return merged(everything_values, {"worker": {"autoscaling": {"mode": "hpa"}}})
+    """Every option on, but both kinds of worker scaled by a HorizontalPodAutoscaler instead of KEDA."""
+    hpa = {"autoscaling": {"mode": "hpa"}}
+    return merged(everything_values, {"worker": hpa, "deliveryWorker": hpa})
 
 
 @pytest.fixture(scope="session")
 def worker_hpa_render(render: Renderer, worker_hpa_values: Values) -> Rendered:
-    """The chart with the worker HPA instead of KEDA."""
+    """The chart with the workers' HPAs instead of KEDA."""
     return render(base=worker_hpa_values)
 
 

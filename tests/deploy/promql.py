@@ -8,9 +8,10 @@ Two tools over ``promql-parser``'s syntax tree:
 - **An instant evaluator.** ``evaluate`` computes what an alert expression returns over a list of
   samples. It covers what the alert expressions use: selectors, sum/max/min/count by/without,
   comparisons with a scalar, arithmetic and set operators with on/ignoring and
-  group_left/right, and absent(). A range function (rate, increase, delta) returns the value
-  given for each series, as if that value were the rate. One-to-one matching refuses duplicate
-  signatures, as Prometheus does: that is where a label-matching mistake shows.
+  group_left/right, absent() and histogram_quantile(). A range function (rate, increase, delta,
+  max_over_time, ...) returns the value given for each series, as if that value were its result.
+  One-to-one matching refuses duplicate signatures, as Prometheus does: that is where a
+  label-matching mistake shows.
 """
 
 from __future__ import annotations
@@ -143,7 +144,9 @@ Vector = dict[Labels, float]
 # One input sample: its labels (with __name__) and its value.
 Sample = tuple[dict[str, str], float]
 
-_RANGE_FUNCTIONS = frozenset({"rate", "irate", "increase", "delta"})
+_RANGE_FUNCTIONS = frozenset(
+    {"rate", "irate", "increase", "delta", "max_over_time", "min_over_time", "avg_over_time", "last_over_time"}
+)
 Operation = Callable[[float, float], float | bool]
 
 _COMPARISONS: dict[str, Operation] = {
@@ -278,9 +281,42 @@ def _binary(node: promql_parser.BinaryExpr, samples: list[Sample]) -> Vector | f
     return _vector_match(op, lhs, rhs, node.modifier)
 
 
+def _bucket_quantile(quantile: float, buckets: list[tuple[float, float]]) -> float:
+    """Prometheus's ``bucketQuantile``: ``buckets`` are (upper bound, cumulative count), +Inf last."""
+    buckets = sorted(buckets)
+    if len(buckets) < 2 or buckets[-1][0] != float("inf") or buckets[-1][1] == 0:
+        return float("nan")
+    rank = quantile * buckets[-1][1]
+    index = next(i for i, (_, count) in enumerate(buckets) if count >= rank)
+    if index == len(buckets) - 1:
+        return buckets[-2][0]
+    if index == 0 and buckets[0][0] <= 0:
+        return buckets[0][0]
+    start, (end, count) = 0.0, buckets[index]
+    if index > 0:
+        start = buckets[index - 1][0]
+        count -= buckets[index - 1][1]
+        rank -= buckets[index - 1][1]
+    return start + (end - start) * (rank / count)
+
+
+def _histogram_quantile(node: promql_parser.Call, samples: list[Sample]) -> Vector:
+    """histogram_quantile(q, buckets): per label set without ``le``, interpolated as Prometheus does."""
+    quantile, inner = (evaluate_node(argument, samples) for argument in node.args)
+    assert isinstance(quantile, float)
+    assert isinstance(inner, dict)
+    groups: dict[Labels, list[tuple[float, float]]] = defaultdict(list)
+    for labels, value in inner.items():
+        bound = dict(labels)["le"]
+        groups[frozenset(item for item in _without_name(labels) if item[0] != "le")].append((float(bound), value))
+    return {labels: _bucket_quantile(quantile, buckets) for labels, buckets in groups.items()}
+
+
 def _call(node: promql_parser.Call, samples: list[Sample]) -> Vector:
-    """A range function (its input value taken as the rate) or absent()."""
+    """A range function (its input value taken as its result), absent() or histogram_quantile()."""
     name = node.func.name
+    if name == "histogram_quantile":
+        return _histogram_quantile(node, samples)
     (argument,) = node.args
     if name in _RANGE_FUNCTIONS:
         assert isinstance(argument, promql_parser.MatrixSelector)

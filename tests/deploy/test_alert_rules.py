@@ -15,6 +15,7 @@ import pytest
 from tests.deploy.conftest import Rendered
 from tests.deploy.observability import DOCS, QUEUE, all_rules, load_rules, rule_id
 from tests.deploy.promql import Sample, evaluate, evaluate_node
+from workers.delivery_metrics import BREAKER_STATE_VALUES
 
 DURATION = re.compile(r"^(?:\d+(?:ms|s|m|h|d|w|y))+$")
 
@@ -60,10 +61,17 @@ def test_rule_has_what_an_operator_needs(rule: dict[str, Any]) -> None:
 
 
 def test_alerts_are_distinct() -> None:
-    """No two rules share an alert name and severity (Alertmanager could not tell them apart)."""
-    keys = [(r["alert"], r["labels"]["severity"]) for r in all_rules() if "alert" in r]
+    """No two rules share an alert name and labels (Alertmanager could not tell them apart)."""
+    keys = [(r["alert"], tuple(sorted(r["labels"].items()))) for r in all_rules() if "alert" in r]
 
     assert len(keys) == len(set(keys))
+
+
+def test_the_two_dead_letters_share_an_alert_told_apart_by_a_label() -> None:
+    """CaptureRelayDeadLetterGrowing covers rq's failed jobs and the delivery dead letter."""
+    kinds = sorted(r["labels"]["dead_letter"] for r in all_rules() if r.get("alert") == "CaptureRelayDeadLetterGrowing")
+
+    assert kinds == ["deliveries", "jobs"]
 
 
 def test_runbook_links_point_at_headings_of_the_docs() -> None:
@@ -89,8 +97,13 @@ def test_heading_anchors_follow_github() -> None:
 # ------------------------------------------------------------------ what the alerts do
 
 
-def alert_expr(name: str, severity: str = "critical") -> str:
-    (expr,) = [r["expr"] for r in all_rules() if r.get("alert") == name and r["labels"]["severity"] == severity]
+def alert_expr(name: str, severity: str = "critical", **labels: str) -> str:
+    """The expression of the one alert ``name`` with ``severity`` and ``labels``."""
+    (expr,) = [
+        r["expr"]
+        for r in all_rules()
+        if r.get("alert") == name and r["labels"] == {**r["labels"], "severity": severity, **labels}
+    ]
     return str(expr)
 
 
@@ -110,6 +123,27 @@ def test_the_evaluator_matches_labels_as_prometheus_does() -> None:
     with pytest.raises(ValueError, match="many-to-many"):
         evaluate("a / on (queue) b", samples)
     assert evaluate('absent(c{namespace="x"})', samples) == {"namespace=x": {"namespace": "x"}}
+
+
+def test_the_evaluator_interpolates_quantiles_as_prometheus_does() -> None:
+    """histogram_quantile over cumulative buckets: linear within a bucket, the last finite bound past it."""
+    buckets: list[Sample] = [
+        ({"__name__": "h_bucket", "le": "1", "d": "a"}, 50.0),
+        ({"__name__": "h_bucket", "le": "2", "d": "a"}, 100.0),
+        ({"__name__": "h_bucket", "le": "+Inf", "d": "a"}, 100.0),
+        ({"__name__": "h_bucket", "le": "1", "d": "b"}, 10.0),
+        ({"__name__": "h_bucket", "le": "2", "d": "b"}, 10.0),
+        ({"__name__": "h_bucket", "le": "+Inf", "d": "b"}, 20.0),
+    ]
+
+    def quantile(q: float) -> dict[str, float]:
+        result = evaluate_node(promql_parser.parse(f"histogram_quantile({q}, h_bucket)"), buckets)
+        assert isinstance(result, dict)
+        return {dict(labels)["d"]: value for labels, value in result.items()}
+
+    assert quantile(0.5) == {"a": 1.0, "b": 1.0}
+    assert quantile(0.75) == {"a": 1.5, "b": 2.0}
+    assert quantile(0.25) == {"a": 0.5, "b": 0.5}
 
 
 def queue_gauges(
@@ -226,3 +260,112 @@ def test_ingress_metrics_absent_is_scoped_to_its_namespace_in_the_chart(everythi
     assert evaluate(alert_expr("CaptureRelayIngressMetricsAbsent"), other_deployment) == {}
     assert list(evaluate(chart_expr, other_deployment).values()) == [{"namespace": "identity"}]
     assert evaluate(chart_expr, other_deployment + queue_gauges("identity", workers=1)) == {}
+
+
+# ------------------------------------------------------------------ the delivery alerts
+
+WORKERS = ("capture-relay-worker-1", "capture-relay-worker-2")
+DELIVERY_TARGET = {"namespace": "identity", "job": "identity/capture-relay-worker"}
+
+
+def worker_samples(name: str, per_destination: Mapping[str, float], **labels: str) -> list[Sample]:
+    """A gauge read from shared state: the same value from each of two workers, per destination."""
+    return [
+        ({"__name__": name, **DELIVERY_TARGET, "pod": pod, "destination": destination, **labels}, value)
+        for pod in WORKERS
+        for destination, value in per_destination.items()
+    ]
+
+
+def delivery_counts(destination: str, **counts: float) -> list[Sample]:
+    """capture_relay_deliveries_total per outcome over the alert's window, split over two workers."""
+    samples: list[Sample] = []
+    for outcome, count in counts.items():
+        for pod in WORKERS:
+            labels = {"__name__": "capture_relay_deliveries_total", **DELIVERY_TARGET, "pod": pod}
+            samples.append(({**labels, "destination": destination, "outcome": outcome}, count / 2))
+    return samples
+
+
+def test_delivery_dead_letter_growth_fires_per_destination() -> None:
+    """Growth of a destination's dead letter fires once for it (max over workers), labelled by it."""
+    samples = worker_samples("capture_relay_dead_letter_size", {"crm": 3.0, "warehouse": 0.0})
+
+    fired = evaluate(alert_expr("CaptureRelayDeadLetterGrowing", "warning", dead_letter="deliveries"), samples)
+
+    assert list(fired.values()) == [{**DELIVERY_TARGET, "destination": "crm"}]
+
+
+@pytest.mark.parametrize(
+    ("highest", "firing"),
+    [
+        pytest.param({"crm": 2.0, "warehouse": 0.0}, ["crm"], id="open"),
+        pytest.param({"crm": 1.0}, [], id="half-open-only"),
+        pytest.param({"crm": 0.0}, [], id="closed"),
+    ],
+)
+def test_breaker_open_fires_for_a_breaker_that_keeps_opening(highest: dict[str, float], firing: list[str]) -> None:
+    """The highest state of the window is open (2): the destination's probes keep failing."""
+    samples = worker_samples("capture_relay_breaker_state", highest)
+
+    fired = evaluate(alert_expr("CaptureRelayBreakerOpen", "warning"), samples)
+
+    assert [labels["destination"] for labels in fired.values()] == firing
+
+
+def test_breaker_open_compares_with_the_codes_open_state() -> None:
+    """The alert's 2 is the value the gauge reports for an open breaker."""
+    (threshold,) = re.findall(r"==\s*(\d+)", alert_expr("CaptureRelayBreakerOpen", "warning"))
+
+    assert int(threshold) == BREAKER_STATE_VALUES["open"]
+
+
+@pytest.mark.parametrize(
+    ("counts", "fires"),
+    [
+        pytest.param({"delivered": 80, "retry": 15, "dead_letter": 5}, True, id="a-fifth-fail"),
+        pytest.param({"delivered": 0, "retry": 30}, True, id="all-fail"),
+        pytest.param(
+            {"delivered": 95, "retry": 5, "deferred": 500, "stale": 50, "duplicate": 50}, False, id="deferred"
+        ),
+        pytest.param({"deferred": 400}, False, id="breaker-open-no-attempts"),
+        pytest.param({"delivered": 10, "retry": 6}, False, id="too-few"),
+    ],
+)
+def test_delivery_errors_count_failed_attempts_only(counts: dict[str, float], fires: bool) -> None:
+    """retry and dead_letter among the attempts; deferred, stale and duplicate deliveries send nothing."""
+    samples = delivery_counts("crm", **counts) + delivery_counts("warehouse", delivered=100)
+
+    fired = evaluate(alert_expr("CaptureRelayDeliveryErrors", "warning"), samples)
+
+    assert list(fired.values()) == ([{**DELIVERY_TARGET, "destination": "crm"}] if fires else [])
+
+
+def end_to_end_buckets(destination: str, counts: Mapping[float, float]) -> list[Sample]:
+    """End-to-end buckets (cumulative, as rates) from the observations per bucket, split over two workers."""
+    samples: list[Sample] = []
+    total = 0.0
+    for bound in (*sorted(counts), float("inf")):
+        total += counts.get(bound, 0.0)
+        le = "+Inf" if bound == float("inf") else f"{bound:g}"
+        for pod in WORKERS:
+            labels = {"__name__": "capture_relay_end_to_end_seconds_bucket", **DELIVERY_TARGET, "pod": pod}
+            samples.append(({**labels, "destination": destination, "le": le}, total / 2))
+    return samples
+
+
+@pytest.mark.parametrize(
+    ("counts", "fires"),
+    [
+        pytest.param({1.0: 80, 10.0: 10, 300.0: 4, 1800.0: 6}, True, id="6-percent-over-5-min"),
+        pytest.param({1.0: 90, 10.0: 6, 300.0: 2, 1800.0: 2}, False, id="2-percent-over-5-min"),
+        pytest.param({}, False, id="no-deliveries"),
+    ],
+)
+def test_end_to_end_latency_fires_on_the_95th_percentile(counts: dict[float, float], fires: bool) -> None:
+    """p95 over 5 minutes per destination, the buckets of all workers summed by le."""
+    samples = end_to_end_buckets("crm", counts) + end_to_end_buckets("warehouse", {1.0: 100})
+
+    fired = evaluate(alert_expr("CaptureRelayEndToEndLatencyHigh", "warning"), samples)
+
+    assert list(fired.values()) == ([{**DELIVERY_TARGET, "destination": "crm"}] if fires else [])

@@ -25,8 +25,14 @@ SECRET_PATHS = (
     "sources.legacy.callback_hashes[0]",
     "sources.legacy.callback_hashes[1]",
     "sources.legacy.basic_auth.password",
+    "destinations.crm.signing_secret[0]",
+    "destinations.crm.signing_secret[1]",
+    "destinations.crm.headers.Authorization",
+    "destinations.crm.headers.X-Tenant-Key",
 )
 REFERENCE = re.compile(r"^\$\{\s*(file:[^}]+|[A-Za-z_][A-Za-z0-9_]*)\s*(:-(?P<default>[^}]*))?\}$")
+# A header value may name its authentication scheme before the reference: "Bearer ${TOKEN}".
+SCHEME = re.compile(r"^[A-Za-z]{1,20} +(?=\$\{)")
 # Credentials in a literal, as the chart's guard sees them: a URL with a password, or password=.
 CREDENTIALS = re.compile(r"://[^/@]*:[^@]+@|[?&]password=", re.IGNORECASE)
 
@@ -36,8 +42,8 @@ CREDENTIALS = re.compile(r"://[^/@]*:[^@]+@|[?&]password=", re.IGNORECASE)
 
 def secret_literals(rendered: Rendered) -> list[str]:
     """``<ConfigMap>: <key>`` for each secret key of a rendered config that is not a ${VAR} or
-    ${file:} reference, or whose default is a secret (any default, but a credential-free URL for
-    redis_url)."""
+    ${file:} reference (a header's after its scheme word), or whose default is a secret (any
+    default, but a credential-free URL for redis_url)."""
     found = []
     for config_map in rendered.of_kind("ConfigMap"):
         text = config_map.get("data", {}).get("config.yaml")
@@ -48,6 +54,8 @@ def secret_literals(rendered: Rendered) -> list[str]:
             value = at_path(config, path)
             if value is None:
                 continue
+            if isinstance(value, str) and ".headers." in path:
+                value = SCHEME.sub("", value)
             match = REFERENCE.match(value) if isinstance(value, str) else None
             default = (match["default"] or "") if match else ""
             credentials = "@" in default or CREDENTIALS.search(default) is not None
@@ -110,6 +118,8 @@ def test_the_secret_literal_check_finds_literals(everything_render: Rendered) ->
     config["capture"]["client_secret"] = LITERAL
     config["capture"]["webhooks_api"]["client_secret"] = "${AKAMAI_SECRET:-" + LITERAL + "}"
     config["sources"]["legacy"]["callback_hashes"][1] = LITERAL
+    config["destinations"]["crm"]["signing_secret"][0] = LITERAL
+    config["destinations"]["crm"]["headers"]["Authorization"] = "Bearer " + LITERAL
     doctored["data"]["config.yaml"] = yaml.safe_dump(config)
     name = doctored["metadata"]["name"]
 
@@ -120,6 +130,8 @@ def test_the_secret_literal_check_finds_literals(everything_render: Rendered) ->
         f"{name}: capture.client_secret",
         f"{name}: capture.webhooks_api.client_secret",
         f"{name}: sources.legacy.callback_hashes[1]",
+        f"{name}: destinations.crm.signing_secret[0]",
+        f"{name}: destinations.crm.headers.Authorization",
     ]
 
 
@@ -145,6 +157,30 @@ def test_the_secret_literal_check_finds_literals(everything_render: Rendered) ->
             {"sources": {"legacy": {"basic_auth": {"username": "janrain", "password": "hunter2-literal"}}}},
         ),
         ("config.capture.client_secret", {"capture": {"client_secret": "prefix-${CAPTURE_SECRET}"}}),
+        (
+            "config.destinations.crm.signing_secret[1]",
+            {"destinations": {"crm": {"signing_secret": ["${CRM_WEBHOOK_SECRET}", "whsec_hunter2-literal"]}}},
+        ),
+        (
+            "config.destinations.eu.warehouse.signing_secret",
+            {"destinations": {"eu.warehouse": {"signing_secret": "whsec_hunter2-literal"}}},
+        ),
+        (
+            "config.destinations.eu.warehouse.signing_secret",
+            {"destinations": {"eu.warehouse": {"signing_secret": "${WAREHOUSE_SECRET:-whsec_hunter2-literal}"}}},
+        ),
+        (
+            "config.destinations.crm.headers.Authorization",
+            {"destinations": {"crm": {"headers": {"Authorization": "Bearer hunter2-literal"}}}},
+        ),
+        (
+            "config.destinations.crm.headers.Authorization",
+            {"destinations": {"crm": {"headers": {"Authorization": "hunter2-literal ${CRM_API_TOKEN}"}}}},
+        ),
+        (
+            "config.destinations.crm.headers.X-Tenant-Key",
+            {"destinations": {"crm": {"headers": {"X-Tenant-Key": "hunter2-literal"}}}},
+        ),
     ],
 )
 def test_a_literal_secret_in_the_config_fails_rendering(
@@ -163,6 +199,18 @@ def test_a_literal_secret_in_the_config_fails_rendering(
 def test_references_without_credentials_pass_the_guard(render: Renderer, redis_url: str) -> None:
     """A plain reference, a credential-free default and a secret file are all accepted."""
     assert config_of(render({"config": {"redis_url": redis_url}}))["redis_url"] == redis_url
+
+
+@pytest.mark.parametrize("value", ["${CRM_API_TOKEN}", "Bearer ${CRM_API_TOKEN}", "Token  ${file:/run/secrets/crm}"])
+def test_a_header_may_name_its_scheme_before_the_reference(
+    render: Renderer, everything_values: Values, value: str
+) -> None:
+    """The scheme word of an Authorization header is no secret; the credential after it is a reference."""
+    rendered = render(
+        {"config": {"destinations": {"crm": {"headers": {"Authorization": value}}}}}, base=everything_values
+    )
+
+    assert config_of(rendered)["destinations"]["crm"]["headers"]["Authorization"] == value
 
 
 @pytest.mark.parametrize(
@@ -212,6 +260,18 @@ def test_references_without_credentials_pass_the_guard(render: Renderer, redis_u
             {"sources": {"legacy": {"basic_auth": {"password": "${RELAY_VALUE}"}}}},
             "config.sources.legacy.basic_auth.password reads ${RELAY_VALUE}",
             id="basic-auth-password",
+        ),
+        pytest.param(
+            {"name": "RELAY_VALUE", "value": LITERAL},
+            {"destinations": {"crm": {"signing_secret": "${RELAY_VALUE}"}}},
+            "config.destinations.crm.signing_secret reads ${RELAY_VALUE}",
+            id="signing-secret",
+        ),
+        pytest.param(
+            {"name": "RELAY_VALUE", "value": LITERAL},
+            {"destinations": {"crm": {"headers": {"Authorization": "Bearer ${RELAY_VALUE}"}}}},
+            "config.destinations.crm.headers.Authorization reads ${RELAY_VALUE}",
+            id="header-after-its-scheme",
         ),
         pytest.param(
             {"name": "BROKER_URL", "value": "amqp://relay:hunter2@mq:5672/"},
@@ -310,6 +370,21 @@ def chart_without_schema(tmp_path_factory: pytest.TempPathFactory) -> Iterator[h
             "worker.terminationGraceExtraSeconds (10) must be at least 30",
             id="grace-extra",
         ),
+        pytest.param(
+            {"deliveryWorker": {"replicaCount": 0}},
+            "deliveryWorker.replicaCount must be at least 1",
+            id="no-delivery-workers",
+        ),
+        pytest.param(
+            {"deliveryWorker": {"autoscaling": {"mode": "hpa", "minReplicas": 0}}},
+            "deliveryWorker.autoscaling.minReplicas must be at least 1",
+            id="delivery-hpa-to-zero",
+        ),
+        pytest.param(
+            {"deliveryWorker": {"terminationGraceExtraSeconds": 10}},
+            "deliveryWorker.terminationGraceExtraSeconds (10) must be at least 30",
+            id="delivery-grace-extra",
+        ),
     ],
 )
 def test_the_templates_refuse_what_the_schema_refuses(
@@ -360,6 +435,21 @@ def test_the_templates_refuse_what_the_schema_refuses(
             "worker.pdb.minAvailable (4) must be below worker.autoscaling.minReplicas (3)",
             id="worker-hpa",
         ),
+        pytest.param(
+            {"deliveryWorker": {"replicaCount": 2, "pdb": {"minAvailable": 2}}},
+            "deliveryWorker.pdb.minAvailable (2) must be below deliveryWorker.replicaCount (2)",
+            id="delivery-two-of-two",
+        ),
+        pytest.param(
+            {"deliveryWorker": {"autoscaling": {"mode": "hpa", "minReplicas": 3}, "pdb": {"minAvailable": 3}}},
+            "deliveryWorker.pdb.minAvailable (3) must be below deliveryWorker.autoscaling.minReplicas (3)",
+            id="delivery-hpa",
+        ),
+        pytest.param(
+            {"deliveryWorker": {"pdb": {"maxUnavailable": 0}}},
+            "deliveryWorker.pdb.maxUnavailable is 0",
+            id="delivery-none-down",
+        ),
         pytest.param({"api": {"pdb": {"minAvailable": "100%"}}}, "api.pdb.minAvailable is 100%", id="all-of-them"),
         pytest.param({"worker": {"pdb": {"maxUnavailable": 0}}}, "worker.pdb.maxUnavailable is 0", id="none-down"),
         pytest.param({"api": {"pdb": {"maxUnavailable": "0%"}}}, "api.pdb.maxUnavailable is 0%", id="none-down-%"),
@@ -385,3 +475,36 @@ def test_a_budget_that_never_allows_an_eviction_is_refused(render: Renderer, ove
 def test_a_budget_that_allows_an_eviction_renders(render: Renderer, overrides: Values) -> None:
     """maxUnavailable 1 (even with one replica), or minAvailable below the replicas, is fine."""
     render(overrides)
+
+
+# --- The two queues, and routes as YAML reads them ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        pytest.param({"delivery": {"queue": "capture-events"}}, id="deliveries-on-the-events-queue"),
+        pytest.param(
+            {"ingest": {"queue": "capture-deliveries"}, "delivery": None}, id="events-on-the-default-deliveries"
+        ),
+    ],
+)
+def test_the_two_kinds_of_worker_need_two_queues(render: Renderer, config: Values) -> None:
+    """One queue for both would send events to the delivery workers and deliveries to the events workers."""
+    message = render_error(render, {"config": config})
+
+    assert "config.delivery.queue and config.ingest.queue are both" in message
+
+
+def test_a_bare_on_in_a_route_is_refused_with_how_to_write_it(chart: helm_python.Chart) -> None:
+    """YAML 1.1 reads ``on:`` as true; the values file as Helm parses it gets a route key "true"."""
+    values = helm_python.values_from_yaml(
+        "config:\n  routes:\n    - name: r\n      on: [entityUpdated]\n      to: [crm]\n"
+    )
+    assert "true" in values["config"]["routes"][0], "Helm's YAML parser still reads a bare on as true"
+
+    with pytest.raises(helm_python.HelmRenderError) as failure:
+        chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+
+    assert 'config.routes[0] has a key "true"' in str(failure.value)
+    assert '"on": [entityUpdated]' in str(failure.value)

@@ -12,6 +12,7 @@ import promql_parser
 import pytest
 import yaml
 
+from tests.deploy.chart import container, selects, workload
 from tests.deploy.conftest import CHART_DIR, NAMESPACE, RELEASE, Manifest, Rendered, Renderer, Values
 
 
@@ -27,6 +28,17 @@ def test_service_monitor_and_pod_monitor(everything_render: Rendered) -> None:
     for monitor in (service_monitor, pod_monitor):
         assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
         assert monitor["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
+
+
+@pytest.mark.parametrize("component", ["worker", "delivery-worker"])
+def test_one_pod_monitor_scrapes_both_kinds_of_worker(everything_render: Rendered, component: str) -> None:
+    """Events and delivery workers share one PodMonitor, so their series share one job label."""
+    (pod_monitor,) = everything_render.of_kind("PodMonitor")
+    pod = workload(everything_render, component)["spec"]["template"]
+    ports = {port["name"] for port in container(workload(everything_render, component))["ports"]}
+
+    assert selects(pod_monitor["spec"]["selector"], pod["metadata"]["labels"])
+    assert pod_monitor["spec"]["podMetricsEndpoints"][0]["port"] in ports
 
 
 def test_prometheus_rule_carries_the_rules_file_unchanged(everything_render: Rendered) -> None:

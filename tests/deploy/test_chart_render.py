@@ -1,7 +1,7 @@
 """The Helm chart as Helm and Kubernetes read it, checked offline: helm lint and the values schema
 (Helm v4 SDK), the Kubernetes schemas (kubernetes-validate, strict), which objects are rendered,
-their names, labels and selectors, for the default values, every option on, and the worker HPA
-instead of KEDA.
+their names, labels and selectors, for the default values, every option on, and the workers'
+HPAs instead of KEDA.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tests.deploy.chart import pod_specs, render_error, workload
+from tests.deploy.chart import pod_specs, render_error, selects, workload
 from tests.deploy.conftest import CHART_DIR, NAMESPACE, RELEASE, REPO, Rendered, Renderer, Values
 
 RECOMMENDED_LABELS = (
@@ -112,6 +112,25 @@ def test_chart_metadata_follows_the_project() -> None:
             "/worker/terminationGraceExtraSeconds",
             id="grace-extra-below-30",
         ),
+        pytest.param({"deliveryWorker": {"replicaCount": 0}}, "/deliveryWorker/replicaCount", id="no-delivery-workers"),
+        pytest.param(
+            {"deliveryWorker": {"autoscaling": {"mode": "hpa", "minReplicas": 0}}},
+            "/deliveryWorker/autoscaling/minReplicas",
+            id="delivery-hpa-scale-to-zero",
+        ),
+        pytest.param(
+            {"deliveryWorker": {"autoscaling": {"keda": {"address": "redis:6379"}}}},
+            "additional properties 'address'",
+            id="delivery-keda-connection-is-the-workers",
+        ),
+        pytest.param(
+            {"deliveryWorker": {"terminationGraceExtraSeconds": 10}},
+            "/deliveryWorker/terminationGraceExtraSeconds",
+            id="delivery-grace-extra-below-30",
+        ),
+        pytest.param(
+            {"config": {"delivery": {"queue": "deliveries!"}}}, "/config/delivery/queue", id="bad-delivery-queue-name"
+        ),
     ],
 )
 def test_values_schema_refuses_bad_values(
@@ -136,15 +155,17 @@ def test_values_schema_accepts_the_defaults_and_every_option(
 
 
 def test_defaults_render_the_core_objects_only(default_render: Rendered) -> None:
-    """Defaults: config, service account, api and workers with PDBs; every optional object off."""
+    """Defaults: config, service account, api and both kinds of worker with PDBs; every optional object off."""
     kinds = sorted(
         (obj["kind"], obj["metadata"]["labels"]["app.kubernetes.io/component"]) for obj in default_render.objects
     )
     assert kinds == [
         ("ConfigMap", "config"),
         ("Deployment", "api"),
+        ("Deployment", "delivery-worker"),
         ("Deployment", "worker"),
         ("PodDisruptionBudget", "api"),
+        ("PodDisruptionBudget", "delivery-worker"),
         ("PodDisruptionBudget", "worker"),
         ("Service", "api"),
         ("ServiceAccount", "serviceaccount"),
@@ -159,6 +180,8 @@ def test_everything_renders_every_optional_object(everything_render: Rendered) -
         ("HorizontalPodAutoscaler", "api"),
         ("ScaledObject", "worker"),
         ("TriggerAuthentication", "worker"),
+        ("ScaledObject", "delivery-worker"),
+        ("TriggerAuthentication", "delivery-worker"),
         ("ServiceMonitor", "api"),
         ("PodMonitor", "worker"),
         ("PrometheusRule", "alerts"),
@@ -168,6 +191,7 @@ def test_everything_renders_every_optional_object(everything_render: Rendered) -
     ]:
         assert everything_render.has(kind, component), (kind, component)
     assert not everything_render.has("HorizontalPodAutoscaler", "worker")
+    assert not everything_render.has("HorizontalPodAutoscaler", "delivery-worker")
     assert not everything_render.has("Secret")
 
 
@@ -196,34 +220,43 @@ def test_every_object_and_pod_carries_the_recommended_labels(any_render: Rendere
         assert labels["app.kubernetes.io/version"] == "0.1.0"
 
 
-def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
-    """Whether a matchLabels selector selects ``labels``."""
-    return all(labels.get(key) == value for key, value in selector.items())
+COMPONENTS = ("api", "worker", "delivery-worker")
 
 
 def test_selectors_select_their_own_pods_only(any_render: Rendered) -> None:
-    """Deployments, the Service, PDBs and monitors select exactly the pods of their component."""
+    """Deployments, the Service and PDBs select exactly the pods of their component; the PodMonitor both workers'."""
     pods = {
-        component: workload(any_render, component)["spec"]["template"]["metadata"]["labels"]
-        for component in ("api", "worker")
+        component: workload(any_render, component)["spec"]["template"]["metadata"]["labels"] for component in COMPONENTS
     }
-    for component, deployment in ((c, workload(any_render, c)) for c in pods):
-        selector = deployment["spec"]["selector"]["matchLabels"]
-        assert selects(selector, pods[component])
-        assert not selects(selector, pods["worker" if component == "api" else "api"])
+    selecting = [(workload(any_render, c), c) for c in COMPONENTS]
+    selecting += [
+        (pdb, pdb["metadata"]["labels"]["app.kubernetes.io/component"])
+        for pdb in any_render.of_kind("PodDisruptionBudget")
+    ]
+    assert len(selecting) == 6
+    for obj, component in selecting:
+        selector = obj["spec"]["selector"]
+        chosen = {c for c in COMPONENTS if selects(selector, pods[c])}
+        assert chosen == {component}, f"{obj['kind']}/{obj['metadata']['name']} selects {chosen}"
     service = any_render.one("Service", "api")
-    assert selects(service["spec"]["selector"], pods["api"])
-    assert not selects(service["spec"]["selector"], pods["worker"])
-    for pdb in any_render.of_kind("PodDisruptionBudget"):
-        component = pdb["metadata"]["labels"]["app.kubernetes.io/component"]
-        assert selects(pdb["spec"]["selector"]["matchLabels"], pods[component])
-        other = "worker" if component == "api" else "api"
-        assert not selects(pdb["spec"]["selector"]["matchLabels"], pods[other])
+    assert {c for c in COMPONENTS if selects({"matchLabels": service["spec"]["selector"]}, pods[c])} == {"api"}
     for monitor in any_render.of_kind("ServiceMonitor"):
-        assert selects(monitor["spec"]["selector"]["matchLabels"], service["metadata"]["labels"])
+        assert selects(monitor["spec"]["selector"], service["metadata"]["labels"])
     for monitor in any_render.of_kind("PodMonitor"):
-        assert selects(monitor["spec"]["selector"]["matchLabels"], pods["worker"])
-        assert not selects(monitor["spec"]["selector"]["matchLabels"], pods["api"])
+        chosen = {c for c in COMPONENTS if selects(monitor["spec"]["selector"], pods[c])}
+        assert chosen == {"worker", "delivery-worker"}
+
+
+def test_label_selector_check_can_fail() -> None:
+    """The selector check above reads matchLabels and matchExpressions as Kubernetes does."""
+    selector = {
+        "matchLabels": {"app.kubernetes.io/instance": "x"},
+        "matchExpressions": [{"key": "app.kubernetes.io/component", "operator": "In", "values": ["worker"]}],
+    }
+
+    assert selects(selector, {"app.kubernetes.io/instance": "x", "app.kubernetes.io/component": "worker"})
+    assert not selects(selector, {"app.kubernetes.io/instance": "x", "app.kubernetes.io/component": "api"})
+    assert not selects(selector, {"app.kubernetes.io/instance": "y", "app.kubernetes.io/component": "worker"})
 
 
 def test_scalers_target_their_deployment(any_render: Rendered) -> None:
@@ -242,7 +275,7 @@ def test_scalers_target_their_deployment(any_render: Rendered) -> None:
 
 def test_topology_spread_constraints_get_the_component_selector(everything_render: Rendered) -> None:
     """A constraint written without labelSelector spreads the component's own pods."""
-    for component in ("api", "worker"):
+    for component in COMPONENTS:
         spec = workload(everything_render, component)["spec"]["template"]
         (constraint,) = spec["spec"]["topologySpreadConstraints"]
         assert selects(constraint["labelSelector"]["matchLabels"], spec["metadata"]["labels"])

@@ -1,23 +1,41 @@
 """The api and worker pods the chart renders: ports, probes, security contexts, the config they
-read and its checksum, the workers' grace period, disruption budgets and the Ingress.
+read and its checksum, the grace periods of both kinds of worker, disruption budgets and the
+Ingress.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import math
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import yaml
+from prometheus_client import CollectorRegistry
 
 from service.settings import V3Source, from_mapping
 from service.timeutil import parse_duration
-from tests.deploy.chart import at_path, config_of, container, pod_specs, render_error, workload
+from tests.deploy.chart import (
+    DELIVERY_WORKER,
+    EVENTS_WORKER,
+    WORKER_KINDS,
+    WorkerKind,
+    at_path,
+    config_of,
+    container,
+    pod_specs,
+    render_error,
+    workload,
+)
 from tests.deploy.conftest import CHART_DIR, Rendered, Renderer, merged
+from workers.health import PoolStatus, ThreadStatus, health_app
 
 CONFIG_PATH = "/etc/capture-relay/config.yaml"
+# A Standard Webhooks secret (whsec_ + base64) for the signing secrets of the rendered configs.
+WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"a test signing key, not a secret").decode()
 TMP_DIR = "/tmp"  # noqa: S108 - the path inside the pods, where the chart mounts an emptyDir
 
 
@@ -49,13 +67,47 @@ def test_startup_probe_is_optional(default_render: Rendered, everything_render: 
     assert "enabled" not in probe
 
 
-def test_worker_exposes_metrics_and_is_probed_there(any_render: Rendered) -> None:
-    """Port metrics = config.worker.metrics_port (9100); liveness GETs /metrics on it."""
-    worker = container(workload(any_render, "worker"))
-    assert worker["args"][0] == "worker"
-    assert {"name": "metrics", "containerPort": 9100, "protocol": "TCP"} in worker["ports"]
-    assert worker["livenessProbe"]["httpGet"] == {"path": "/metrics", "port": "metrics"}
+@pytest.mark.parametrize("kind", WORKER_KINDS, ids=lambda kind: kind.component)
+def test_workers_take_their_queue_expose_metrics_and_are_probed_there(any_render: Rendered, kind: WorkerKind) -> None:
+    """`worker --queue events|deliveries`, then extraArgs; port metrics = config.worker.metrics_port, probed."""
+    box = container(workload(any_render, kind.component))
+    extra = merged({"extraArgs": []}, any_render.values.get(kind.key, {}))["extraArgs"]
+    assert box["args"] == ["worker", "--queue", kind.queue_arg, *extra]
+    assert {"name": "metrics", "containerPort": 9100, "protocol": "TCP"} in box["ports"]
+    assert box["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
     assert config_of(any_render)["worker"]["metrics_port"] == 9100
+
+
+@pytest.mark.parametrize("healthy", [True, False])
+def test_the_worker_probe_asks_what_the_worker_port_answers(default_render: Rendered, healthy: bool) -> None:
+    """The probe's path is the worker's health check: 200 for a live pool, 503 for one whose thread ended."""
+    path = container(workload(default_render, "worker"))["livenessProbe"]["httpGet"]["path"]
+    thread = ThreadStatus("worker-1", alive=healthy, busy=False, last_heartbeat=1000.0)
+    pool = PoolStatus("capture-events", started=True, stopping=False, threads=(thread,))
+    app = health_app(CollectorRegistry(), lambda: pool, lambda: 1010.0)
+    answers: list[str] = []
+
+    def start_response(
+        status: str, headers: list[tuple[str, str]], exc_info: object = None, /
+    ) -> Callable[[bytes], object]:
+        answers.append(status)
+        return lambda data: None
+
+    app({"PATH_INFO": path, "REQUEST_METHOD": "GET"}, start_response)
+
+    assert answers == ["200 OK" if healthy else "503 Service Unavailable"]
+
+
+def test_delivery_workers_take_their_own_arguments(everything_render: Rendered) -> None:
+    """deliveryWorker.extraArgs follow the queue argument of the delivery workers only."""
+    assert container(workload(everything_render, "delivery-worker"))["args"] == [
+        "worker",
+        "--queue",
+        "deliveries",
+        "--concurrency",
+        "32",
+    ]
+    assert container(workload(everything_render, "worker"))["args"] == ["worker", "--queue", "events"]
 
 
 def test_worker_needs_a_metrics_port(render: Renderer) -> None:
@@ -157,15 +209,23 @@ def test_config_map_carries_the_config_values(any_render: Rendered) -> None:
 def test_rendered_config_is_valid_for_capture_relay(any_render: Rendered, tmp_path: Path) -> None:
     """The app's own loader accepts the rendered config once its references resolve."""
     text = any_render.one("ConfigMap", "config")["data"]["config.yaml"]
-    for name in ("legacy-callback-hash-next", "akamai-config-client-secret"):
-        (tmp_path / name).write_text("from-a-secret-file\n", encoding="utf-8")
+    # A destination's signing secret must look like one (whsec_ + base64); any text does elsewhere.
+    signing = {
+        reference
+        for destination in (yaml.safe_load(text).get("destinations") or {}).values()
+        for reference in re.findall(r"\$\{([^}]+)\}", str(destination.get("signing_secret", "")))
+    }
+    for path in set(re.findall(r"\$\{file:/run/secrets/capture-relay/([^}]+)\}", text)):
+        secret = WEBHOOK_SECRET if f"file:/run/secrets/capture-relay/{path}" in signing else "from-a-secret-file"
+        (tmp_path / path).write_text(secret + "\n", encoding="utf-8")
     text = text.replace("${file:/run/secrets/capture-relay/", f"${{file:{tmp_path}/")
     names = set(re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)", text))
-    environ = dict.fromkeys(names, "from-the-environment")
+    environ = {name: WEBHOOK_SECRET if name in signing else "from-the-environment" for name in names}
     environ["REDIS_URL"] = "redis://redis:6379/0"
     environ["CAPTURE_CUSTOMER_ID"] = "customer-1"
     settings = from_mapping(yaml.safe_load(text), environ)
     assert settings.ingest.queue == "capture-events"
+    assert settings.delivery.queue == "capture-deliveries"
 
 
 def test_pods_carry_the_checksum_of_the_rendered_config_map(any_render: Rendered) -> None:
@@ -190,61 +250,104 @@ def test_checksum_follows_the_config_only(render: Renderer, default_render: Rend
 # --- Worker shutdown -------------------------------------------------------------------------
 
 
-def grace_period(rendered: Rendered) -> int:
-    """The workers' terminationGracePeriodSeconds."""
-    return int(workload(rendered, "worker")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"])
+def grace_period(rendered: Rendered, kind: WorkerKind = EVENTS_WORKER) -> int:
+    """The terminationGracePeriodSeconds of one kind of worker."""
+    return int(workload(rendered, kind.component)["spec"]["template"]["spec"]["terminationGracePeriodSeconds"])
 
 
-def test_worker_grace_period_outlasts_the_job_timeout(any_render: Rendered) -> None:
-    """SIGTERM lets the current job finish: the grace period is longer than ingest.job_timeout."""
-    timeout = math.ceil(parse_duration(config_of(any_render)["ingest"]["job_timeout"]))
-    assert grace_period(any_render) > timeout
-    extra = merged({"terminationGraceExtraSeconds": 60}, any_render.values.get("worker", {}))
-    assert grace_period(any_render) == timeout + extra["terminationGraceExtraSeconds"]
+def job_timeout(rendered: Rendered, kind: WorkerKind) -> int:
+    """The job timeout of the kind's queue in the rendered config, whole seconds (the default when absent)."""
+    raw = at_path(config_of(rendered), f"{kind.section}.job_timeout")
+    return kind.default_job_timeout if raw is None else math.ceil(parse_duration(raw))
 
 
-@pytest.mark.parametrize("job_timeout", [600, 1209600, "10m", "90s", "2.5s", "2.5m", "1h", "1d", "30", "250ms"])
-def test_worker_grace_period_follows_the_job_timeout(render: Renderer, job_timeout: int | str) -> None:
+@pytest.mark.parametrize("kind", WORKER_KINDS, ids=lambda kind: kind.component)
+def test_worker_grace_period_outlasts_the_job_timeout(any_render: Rendered, kind: WorkerKind) -> None:
+    """SIGTERM lets the current jobs finish: the grace period is longer than the queue's job timeout."""
+    timeout = job_timeout(any_render, kind)
+    assert grace_period(any_render, kind) > timeout
+    extra = merged({"terminationGraceExtraSeconds": 60}, any_render.values.get(kind.key, {}))
+    assert grace_period(any_render, kind) == timeout + extra["terminationGraceExtraSeconds"]
+
+
+def test_each_kind_of_worker_follows_its_own_job_timeout(default_render: Rendered, everything_render: Rendered) -> None:
+    """Events workers: ingest.job_timeout (10 min); delivery workers: delivery.job_timeout (2 min)."""
+    assert (grace_period(default_render), grace_period(default_render, DELIVERY_WORKER)) == (660, 180)
+    assert (grace_period(everything_render), grace_period(everything_render, DELIVERY_WORKER)) == (990, 135)
+
+
+@pytest.mark.parametrize("kind", WORKER_KINDS, ids=lambda kind: kind.component)
+@pytest.mark.parametrize("timeout", [600, 1209600, "10m", "90s", "2.5s", "2.5m", "1h", "1d", "30", "250ms"])
+def test_worker_grace_period_follows_the_job_timeout(render: Renderer, kind: WorkerKind, timeout: int | str) -> None:
     """The chart reads a job timeout as the app does (parse_duration, whole seconds rounded up)."""
-    rendered = render({"config": {"ingest": {"job_timeout": job_timeout}}})
-    assert grace_period(rendered) == max(1, math.ceil(parse_duration(job_timeout))) + 60
+    rendered = render({"config": {kind.section: {"job_timeout": timeout}}})
+    assert grace_period(rendered, kind) == max(1, math.ceil(parse_duration(timeout))) + 60
 
 
-@pytest.mark.parametrize("explicit", [600, 601, 629])
-def test_an_explicit_grace_period_must_outlast_the_job_timeout_by_30_s(render: Renderer, explicit: int) -> None:
-    """A stopping worker finishes its job, then records the result and deregisters: 30 s at least."""
-    message = render_error(render, {"worker": {"terminationGracePeriodSeconds": explicit}})
+def test_a_job_timeout_moves_only_its_own_workers(render: Renderer, default_render: Rendered) -> None:
+    """A longer delivery timeout lengthens the delivery workers' grace period, not the events workers'."""
+    rendered = render({"config": {"delivery": {"job_timeout": "5m"}}})
+    assert grace_period(rendered, DELIVERY_WORKER) == 360
+    assert grace_period(rendered) == grace_period(default_render)
+
+
+@pytest.mark.parametrize(
+    ("kind", "explicit", "floor"),
+    [
+        (EVENTS_WORKER, 600, 630),
+        (EVENTS_WORKER, 601, 630),
+        (EVENTS_WORKER, 629, 630),
+        (DELIVERY_WORKER, 120, 150),
+        (DELIVERY_WORKER, 149, 150),
+    ],
+)
+def test_an_explicit_grace_period_must_outlast_the_job_timeout_by_30_s(
+    render: Renderer, kind: WorkerKind, explicit: int, floor: int
+) -> None:
+    """A stopping worker finishes its jobs, then records the results and deregisters: 30 s at least."""
+    message = render_error(render, {kind.key: {"terminationGracePeriodSeconds": explicit}})
     assert (
-        f"worker.terminationGracePeriodSeconds ({explicit}) must be at least 30 s above config.ingest.job_timeout"
-        " (600 s), so 630 or more"
+        f"{kind.key}.terminationGracePeriodSeconds ({explicit}) must be at least 30 s above"
+        f" config.{kind.section}.job_timeout ({floor - 30} s), so {floor} or more"
     ) in message
 
 
-@pytest.mark.parametrize("explicit", [630, 700])
-def test_an_explicit_grace_period_30_s_above_the_job_timeout_is_used(render: Renderer, explicit: int) -> None:
+@pytest.mark.parametrize(("kind", "explicit"), [(EVENTS_WORKER, 630), (EVENTS_WORKER, 700), (DELIVERY_WORKER, 150)])
+def test_an_explicit_grace_period_30_s_above_the_job_timeout_is_used(
+    render: Renderer, kind: WorkerKind, explicit: int
+) -> None:
     """From job timeout + 30 on, the explicit grace period is the pods'."""
-    assert grace_period(render({"worker": {"terminationGracePeriodSeconds": explicit}})) == explicit
+    assert grace_period(render({kind.key: {"terminationGracePeriodSeconds": explicit}}), kind) == explicit
 
 
-def test_a_job_timeout_from_the_environment_needs_an_explicit_grace_period(render: Renderer) -> None:
-    """${VAR} cannot be read at render time: the chart asks for worker.terminationGracePeriodSeconds."""
-    from_env = {"config": {"ingest": {"job_timeout": "${JOB_TIMEOUT:-10m}"}}}
-    assert "worker.terminationGracePeriodSeconds" in render_error(render, from_env)
-    assert grace_period(render(merged(from_env, {"worker": {"terminationGracePeriodSeconds": 900}}))) == 900
+@pytest.mark.parametrize("kind", WORKER_KINDS, ids=lambda kind: kind.component)
+def test_a_job_timeout_from_the_environment_needs_an_explicit_grace_period(render: Renderer, kind: WorkerKind) -> None:
+    """${VAR} cannot be read at render time: the chart asks for the kind's terminationGracePeriodSeconds."""
+    from_env = {"config": {kind.section: {"job_timeout": "${JOB_TIMEOUT:-10m}"}}}
+    message = render_error(render, from_env)
+    assert f"config.{kind.section}.job_timeout is not a literal duration" in message
+    assert f"{kind.key}.terminationGracePeriodSeconds" in message
+    explicit = render(merged(from_env, {kind.key: {"terminationGracePeriodSeconds": 900}}))
+    assert grace_period(explicit, kind) == 900
 
 
 # --- Disruption budgets and the Ingress ------------------------------------------------------
 
 
 def test_pod_disruption_budgets(default_render: Rendered, everything_render: Rendered) -> None:
-    """policy/v1, maxUnavailable 1 by default; minAvailable wins when set."""
-    for pdb in default_render.of_kind("PodDisruptionBudget"):
+    """policy/v1, maxUnavailable 1 by default, one per Deployment; minAvailable wins when set."""
+    budgets = default_render.of_kind("PodDisruptionBudget")
+    assert len(budgets) == len(default_render.of_kind("Deployment")) == 3
+    for pdb in budgets:
         assert pdb["apiVersion"] == "policy/v1"
         assert pdb["spec"]["maxUnavailable"] == 1
         assert "minAvailable" not in pdb["spec"]
     api = everything_render.one("PodDisruptionBudget", "api")["spec"]
     assert (api["minAvailable"], api["unhealthyPodEvictionPolicy"]) == (2, "AlwaysAllow")
     assert "maxUnavailable" not in api
+    delivery = everything_render.one("PodDisruptionBudget", "delivery-worker")
+    assert delivery["metadata"]["name"] == workload(everything_render, "delivery-worker")["metadata"]["name"]
+    assert (delivery["spec"]["minAvailable"], delivery["spec"]["unhealthyPodEvictionPolicy"]) == (1, "AlwaysAllow")
 
 
 def test_ingress_routes_webhooks_to_the_http_port(everything_render: Rendered) -> None:

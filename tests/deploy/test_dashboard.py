@@ -1,6 +1,7 @@
 """The Grafana dashboard follows the provisioning conventions (docs/observability.md): a fixed
 uid, the data source through a variable, unique panels with descriptions and units, and only
-defined variables; the 503 share it shows counts 500s too.
+defined variables; the 503 share it shows counts 500s too, and the breaker states it names are
+the code's.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import promql_parser
 
 from tests.deploy.observability import all_panels, load_dashboard, query_variables, variable_query
 from tests.deploy.promql import GRAFANA_INTERVAL
+from workers.delivery_metrics import BREAKER_STATE_VALUES
 
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 # Grafana's own annotation source is the one datasource that is not Prometheus.
@@ -130,3 +132,28 @@ def test_dashboard_shows_500s_with_the_503s() -> None:
     assert showing_503
     assert [(title, value) for title, value in showing_503 if "error" not in value.split("|")] == []
     assert any(value == "error" for _, value in outcome_matchers)
+
+
+# ------------------------------------------------------------------ the breaker states it names
+
+
+def test_breaker_states_are_named_as_the_code_numbers_them() -> None:
+    """The state timeline's value mappings, and any == comparison, follow BREAKER_STATE_VALUES."""
+    panels = [
+        panel
+        for panel in all_panels(load_dashboard()["panels"])
+        if any("capture_relay_breaker_state" in target["expr"] for target in panel.get("targets", []))
+    ]
+    (timeline,) = [panel for panel in panels if panel["type"] == "state-timeline"]
+    (mapping,) = timeline["fieldConfig"]["defaults"]["mappings"]
+    compared = {
+        int(number)
+        for panel in panels
+        for target in panel["targets"]
+        for number in re.findall(r"capture_relay_breaker_state\{[^}]*\}\)\s*==\s*(\d+)", target["expr"])
+    }
+
+    assert {int(value): option["text"] for value, option in mapping["options"].items()} == {
+        number: state.replace("_", "-") for state, number in BREAKER_STATE_VALUES.items()
+    }
+    assert compared == {BREAKER_STATE_VALUES["open"]}

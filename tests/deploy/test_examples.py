@@ -2,12 +2,14 @@
 
 The config is loaded by the real loader with placeholder values for its variables; compose.yaml
 is read as YAML and checked for what the README and DESIGN promise (durable Redis, one image
-and one config for every role, hardened containers, a worker that outlives its longest job);
-and no secret is written into any of the three files.
+and one config for every role, an events worker and a delivery worker each on its own queue,
+hardened containers, workers that outlive their longest job); and no secret is written into any
+of the three files.
 """
 
 from __future__ import annotations
 
+import base64
 import itertools
 import re
 from collections.abc import Iterator
@@ -17,8 +19,9 @@ from typing import Any
 import pytest
 import yaml
 
+from service.routing_config import DeliverySettings
 from service.secret import Secret
-from service.settings import ConfigError, Settings, load
+from service.settings import ConfigError, Ingest, Settings, load
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "deploy" / "examples"
@@ -26,8 +29,12 @@ CONFIG = EXAMPLES / "capture-relay.yaml"
 COMPOSE = EXAMPLES / "compose.yaml"
 ENV_EXAMPLE = EXAMPLES / ".env.example"
 
-APP_SERVICES = ("ingress", "worker")
-IMAGE_SERVICES = ("ingress", "worker", "simulator")
+APP_SERVICES = ("ingress", "worker", "delivery-worker")
+IMAGE_SERVICES = ("ingress", "worker", "delivery-worker", "simulator")
+# The workers: compose service -> the queue argument of `worker --queue`.
+WORKER_QUEUES = {"worker": "events", "delivery-worker": "deliveries"}
+# A value the signing secrets accept (whsec_ + base64), for the placeholder environment.
+WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"a placeholder, not a secret").decode()
 
 # ${NAME}, ${NAME:-default}, and compose's ${NAME-default}, ${NAME:?error}, ${NAME?error}; not $${.
 _REFERENCE = re.compile(r"(?<!\$)\$\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*(?:(:?[-?])([^}]*))?\}")
@@ -72,32 +79,39 @@ def read_env_file(path: Path) -> dict[str, str]:
 
 
 def secret_paths(model: type[Any] = Settings, prefix: str = "") -> set[str]:
-    """Key paths of every field the settings treat as a secret (``[]`` marks a list's items)."""
+    """Key paths of every field the settings treat as a secret (``[]``: a list's items, ``*``: a mapping's values)."""
     found: set[str] = set()
     for name, info in model.model_fields.items():
-        path = f"{prefix}{name}"
-        for kind in _types_in(info.annotation):
-            if kind is Secret:
-                found.add(path + ("[]" if "list" in str(info.annotation) else ""))
-            elif hasattr(kind, "model_fields"):
-                found |= secret_paths(kind, f"{path}.")
+        found |= _secret_paths_in(info.annotation, f"{prefix}{name}")
     return found
 
 
-def _types_in(annotation: Any) -> Iterator[Any]:
-    yield annotation
-    for arg in getattr(annotation, "__args__", ()):
-        yield from _types_in(arg)
+def _secret_paths_in(annotation: Any, path: str) -> set[str]:
+    origin = getattr(annotation, "__origin__", None)
+    if annotation is Secret:
+        return {path}
+    if hasattr(annotation, "model_fields"):
+        return secret_paths(annotation, f"{path}.")
+    if origin is list:
+        return _secret_paths_in(annotation.__args__[0], f"{path}[]")
+    if origin is dict:
+        return _secret_paths_in(annotation.__args__[1], f"{path}.*")
+    # Annotated[...], unions and Optional: the types inside, at the same path.
+    return {found for arg in getattr(annotation, "__args__", ()) for found in _secret_paths_in(arg, path)}
 
 
 def values_at(tree: Any, path: str) -> list[Any]:
-    """The values at ``a.b[].c`` in a parsed tree (``[]``: every item of a list)."""
+    """The values at ``a.b[].c`` in a parsed tree (``[]``: every item of a list, ``*``: every value of a mapping)."""
     nodes = [tree]
     for part in path.split("."):
         key, each = part.removesuffix("[]"), part.endswith("[]")
-        nodes = [node[key] for node in nodes if isinstance(node, dict) and key in node]
+        if key == "*":
+            nodes = [value for node in nodes if isinstance(node, dict) for value in node.values()]
+        else:
+            nodes = [node[key] for node in nodes if isinstance(node, dict) and key in node]
         if each:
-            nodes = [item for node in nodes if isinstance(node, list) for item in node]
+            # A list field may be written as one value (signing_secret: ${SECRET}).
+            nodes = [item for node in nodes for item in (node if isinstance(node, list) else [node])]
     return nodes
 
 
@@ -129,8 +143,13 @@ def env_example() -> dict[str, str]:
 
 @pytest.fixture
 def placeholder_environ(config_tree: Any, env_example: dict[str, str]) -> dict[str, str]:
-    """A value for every variable of the config: .env.example's, or a placeholder for empty ones."""
-    return {name: env_example.get(name) or f"placeholder-{name.lower()}" for name in variables(config_tree)}
+    """A value for every variable of the config: .env.example's, or a placeholder for empty ones
+    (a whsec_ one for the signing secrets, which must look like one)."""
+    signing = set(variables(values_at(config_tree, "destinations.*.signing_secret[]")))
+    return {
+        name: env_example.get(name) or (WEBHOOK_SECRET if name in signing else f"placeholder-{name.lower()}")
+        for name in variables(config_tree)
+    }
 
 
 @pytest.fixture
@@ -156,12 +175,24 @@ def settings(example_config: Path, placeholder_environ: dict[str, str]) -> Setti
 
 
 def test_the_example_config_loads_with_placeholder_values(settings: Settings) -> None:
-    # The example documents the whole ingest path: both sources, the Capture API, the worker.
+    # The example documents the whole path: both sources, the Capture API, the workers, and a
+    # destination with routes to it.
     assert settings.sources.v3 is not None
     assert settings.sources.legacy is not None
     assert settings.capture is not None
     assert settings.worker.metrics_port is not None
     assert settings.logging.format == "json"
+    assert settings.destinations
+    assert settings.routes
+    assert {name for route in settings.routes for name in route.to} == set(settings.destinations)
+
+
+def test_the_example_config_states_the_defaults_it_documents(config_tree: Any) -> None:
+    """Where the example writes out a value it calls the default, it is the code's default."""
+    delivery = DeliverySettings.model_validate(config_tree["delivery"])
+
+    assert delivery == DeliverySettings()
+    assert config_tree["ingest"]["queue"] == Ingest().queue
 
 
 def test_a_missing_variable_is_named(
@@ -179,6 +210,7 @@ def test_a_missing_variable_is_named(
 def test_every_secret_of_the_config_is_a_reference(config_tree: Any) -> None:
     paths = secret_paths()
     assert {"redis_url", "capture.client_secret", "sources.legacy.callback_hashes[]"} <= paths
+    assert {"destinations.*.signing_secret[]", "destinations.*.headers.*"} <= paths
     checked = 0
     for path in paths:
         for value in values_at(config_tree, path):
@@ -186,7 +218,7 @@ def test_every_secret_of_the_config_is_a_reference(config_tree: Any) -> None:
             assert _WHOLE_REFERENCE.fullmatch(str(value).strip()), (
                 f"{path}: a secret must be exactly ${{VAR}} or ${{file:/run/secrets/...}}, not {value!r}"
             )
-    assert checked >= 3
+    assert checked >= 4
 
 
 # ---- .env.example -----------------------------------------------------------------------------
@@ -217,9 +249,9 @@ def test_env_example_leaves_secrets_empty(config_tree: Any, env_example: dict[st
 # ---- compose.yaml -----------------------------------------------------------------------------
 
 
-def test_compose_has_redis_the_ingress_a_worker_and_an_optional_simulator(compose: Any) -> None:
+def test_compose_has_redis_the_ingress_both_workers_and_an_optional_simulator(compose: Any) -> None:
     services = compose["services"]
-    assert set(services) == {"redis", "ingress", "worker", "simulator"}
+    assert set(services) == {"redis", "ingress", "worker", "delivery-worker", "simulator"}
     assert services["simulator"].get("profiles") == ["simulator"]
     for name in ("redis", *APP_SERVICES):
         assert "profiles" not in services[name], f"{name} must start with a plain `docker compose up`"
@@ -242,17 +274,18 @@ def test_redis_keeps_what_was_acknowledged(compose: Any) -> None:
     assert redis["healthcheck"]["test"]
 
 
-def test_ingress_and_worker_run_one_image_with_one_config(compose: Any, settings: Settings) -> None:
+def test_ingress_and_workers_run_one_image_with_one_config(compose: Any, settings: Settings) -> None:
     services = compose["services"]
-    ingress, worker = services["ingress"], services["worker"]
-    assert ingress["image"] == worker["image"] == services["simulator"]["image"]
+    ingress = services["ingress"]
+    assert {services[name]["image"] for name in IMAGE_SERVICES} == {ingress["image"]}
     assert ingress["command"] == ["serve"]
-    assert worker["command"] == ["worker"]
-    for service in (ingress, worker):
+    for name, queue in WORKER_QUEUES.items():
+        assert services[name]["command"] == ["worker", "--queue", queue], "one queue per worker process"
+    for service in (services[name] for name in APP_SERVICES):
         config_path = service["environment"]["CAPTURE_RELAY_CONFIG"]
         assert f"./{CONFIG.name}:{config_path}:ro" in service["volumes"], "the example config, read-only"
         assert service["depends_on"]["redis"]["condition"] == "service_healthy"
-    assert ingress["environment"] == worker["environment"]
+        assert service["environment"] == ingress["environment"]
     assert f"127.0.0.1:{settings.server.port}:{settings.server.port}" in ingress["ports"]
 
 
@@ -280,14 +313,19 @@ def test_capture_relay_containers_are_hardened(compose: Any, name: str) -> None:
 def test_health_checks_use_the_configured_ports(compose: Any, settings: Settings) -> None:
     services = compose["services"]
     assert f"127.0.0.1:{settings.server.port}/healthz" in services["ingress"]["healthcheck"]["test"][-1]
-    assert f"127.0.0.1:{settings.worker.metrics_port}/metrics" in services["worker"]["healthcheck"]["test"][-1]
+    for name in WORKER_QUEUES:
+        assert f"127.0.0.1:{settings.worker.metrics_port}/healthz" in services[name]["healthcheck"]["test"][-1]
 
 
-def test_a_stopping_worker_can_finish_its_longest_job(compose: Any, settings: Settings) -> None:
-    grace = go_duration(compose["services"]["worker"]["stop_grace_period"])
-    assert grace > settings.ingest.job_timeout, (
-        f"stop_grace_period {grace:g} s: Docker would kill a worker whose job may still run "
-        f"{settings.ingest.job_timeout} s (ingest.job_timeout)"
+@pytest.mark.parametrize(("name", "section"), [("worker", "ingest"), ("delivery-worker", "delivery")])
+def test_a_stopping_worker_can_finish_its_longest_job(
+    compose: Any, settings: Settings, name: str, section: str
+) -> None:
+    timeout = getattr(settings, section).job_timeout
+    grace = go_duration(compose["services"][name]["stop_grace_period"])
+    assert grace > timeout, (
+        f"{name}: stop_grace_period {grace:g} s: Docker would kill a worker whose job may still run "
+        f"{timeout} s ({section}.job_timeout)"
     )
 
 

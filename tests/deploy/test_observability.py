@@ -38,6 +38,8 @@ from tests.deploy.observability import (
 )
 from tests.deploy.promql import Exported, Series, promql_problems, variable_query_problems
 from workers.capture_calls import CaptureApiMetrics
+from workers.delivery_metrics import DeliveryStateCollector
+from workers.health import PoolCollector, PoolStatus, ThreadStatus
 
 HELM_COPIES = {
     DASHBOARD: ROOT / "helm/capture-relay/dashboards/capture-relay.json",
@@ -52,10 +54,13 @@ VALUE_SOURCES: dict[tuple[str, str], tuple[str, ...]] = {
     ("capture_relay_ingest_duration_seconds", "source"): ("service/webhooks.py",),
     ("capture_relay_events_processed", "outcome"): ("workers/pipeline.py",),
     ("capture_relay_capture_api_requests", "outcome"): ("workers/capture_calls.py", "workers/capture_errors.py"),
+    ("capture_relay_deliveries", "outcome"): ("workers/delivery.py",),
 }
 PROBE = "probe"
 # Labels whose values come from the configuration, not from the code.
-CONFIGURED_LABELS = frozenset({"queue"})
+CONFIGURED_LABELS = frozenset({"queue", "destination"})
+# The destination the delivery-state gauges are read for (nothing of it is in Redis: closed, empty).
+DESTINATION = "crm"
 SNAKE = re.compile(r"[a-z][a-z0-9_]*")
 
 
@@ -81,7 +86,12 @@ def exported_series(connection: redis.Redis) -> dict[str, Series]:
     for metric in (value for holder in holders for value in vars(holder).values()):
         if isinstance(metric, MetricWrapperBase) and metric._labelnames:
             metric.labels(*[PROBE] * len(metric._labelnames))
+    # The collectors read at scrape time: the ingress's queue gauges, and each worker's delivery
+    # state (from Redis) and thread pool (from a snapshot of one idle and one busy thread).
     registry.register(QueueCollector(connection, [QUEUE]))
+    registry.register(DeliveryStateCollector(connection, [DESTINATION], retention=86400))
+    threads = (ThreadStatus("t1", alive=True, busy=False, last_heartbeat=0.0), ThreadStatus("t2", True, True, 0.0))
+    registry.register(PoolCollector(lambda: PoolStatus(QUEUE, started=True, stopping=False, threads=threads)))
     families: dict[str, str] = {}
     labels: dict[str, set[str]] = defaultdict(set)
     values: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
@@ -104,7 +114,7 @@ def exported_series(connection: redis.Redis) -> dict[str, Series]:
 
 @pytest.fixture
 def exported(redis_client: redis.Redis) -> Exported:
-    """What the code exports, the queue gauges read from a real (empty) Redis."""
+    """What the code exports, the queue and delivery-state gauges read from a real (empty) Redis."""
     return exported_series(redis_client)
 
 
@@ -207,3 +217,16 @@ def test_helm_chart_carries_an_identical_copy(source: Path) -> None:
 def test_the_intake_outcomes_counted_include_error(exported: Exported) -> None:
     """The alert's outcomes are ones the code emits: ``error`` (500) is one of them."""
     assert {"unavailable", "error"} <= exported["capture_relay_webhooks_received_total"].values["outcome"]
+
+
+def test_the_delivery_state_gauges_are_exported(exported: Exported) -> None:
+    """Dead-letter size and breaker state come from a real Redis read, one series per destination."""
+    assert exported["capture_relay_dead_letter_size"].labels == {"destination"}
+    assert exported["capture_relay_breaker_state"].labels == {"destination"}
+
+
+def test_the_delivery_outcomes_the_rules_count_are_emitted(exported: Exported) -> None:
+    """The outcomes CaptureRelayDeliveryErrors and the dashboard tell apart are all ones the engine emits."""
+    outcomes = exported["capture_relay_deliveries_total"].values["outcome"]
+
+    assert {"delivered", "retry", "dead_letter", "deferred", "stale", "duplicate"} <= outcomes

@@ -141,42 +141,74 @@ A port number from the config: a number, or a string of digits. Call with (dict 
 {{- include "capture-relay.portNumber" (dict "value" ($server.port | default 8000) "key" "config.server.port") }}
 {{- end }}
 
-{{/* config.worker.metrics_port: the worker's container port named metrics. */}}
+{{/* config.worker.metrics_port: the container port named metrics of both kinds of worker. */}}
 {{- define "capture-relay.metricsPort" -}}
 {{- $worker := include "capture-relay.configSection" (dict "root" . "key" "worker") | fromJson }}
 {{- $port := $worker.metrics_port }}
 {{- if not $port }}
-{{- fail "config.worker.metrics_port must be set (e.g. 9100): the worker's liveness probe and PodMonitor use it" }}
+{{- fail "config.worker.metrics_port must be set (e.g. 9100): the workers' liveness probes and the PodMonitor use it" }}
 {{- end }}
 {{- include "capture-relay.portNumber" (dict "value" $port "key" "config.worker.metrics_port") }}
 {{- end }}
 
-{{/* config.ingest.queue: the RQ queue name (default capture-events). */}}
-{{- define "capture-relay.queue" -}}
-{{- $ingest := include "capture-relay.configSection" (dict "root" . "key" "ingest") | fromJson }}
-{{- $ingest.queue | default "capture-events" }}
+{{/*
+A queue name from the config: config.<section>.queue, or its default. Call with
+(dict "root" $ "section" "ingest" "default" "capture-events").
+*/}}
+{{- define "capture-relay.queueOf" -}}
+{{- $section := include "capture-relay.configSection" (dict "root" .root "key" .section) | fromJson }}
+{{- $section.queue | default .default }}
 {{- end }}
 
 {{/*
-The Redis list of the queue, as rq names it (rq.Queue(name).key): waiting jobs are its items.
+The Redis list of a queue, as rq names it (rq.Queue(name).key): waiting jobs are its items.
+Call with (dict "root" $ "section" "ingest" "default" "capture-events").
 */}}
-{{- define "capture-relay.queueKey" -}}
-{{- $queue := include "capture-relay.queue" . }}
+{{- define "capture-relay.queueKeyOf" -}}
+{{- $queue := include "capture-relay.queueOf" . }}
 {{- if not (regexMatch "^[A-Za-z0-9_.-]{1,64}$" $queue) }}
-{{- fail (printf "config.ingest.queue must be a literal queue name (letters, digits, _ . -), not %q: KEDA watches the Redis list named after it" $queue) }}
+{{- fail (printf "config.%s.queue must be a literal queue name (letters, digits, _ . -), not %q: KEDA watches the Redis list named after it" .section $queue) }}
 {{- end }}
 {{- printf "rq:queue:%s" $queue }}
 {{- end }}
 
+{{/* config.ingest.queue: the events queue (default capture-events). */}}
+{{- define "capture-relay.queue" -}}
+{{- include "capture-relay.queueOf" (dict "root" . "section" "ingest" "default" "capture-events") }}
+{{- end }}
+
+{{/* The Redis list of the events queue. */}}
+{{- define "capture-relay.queueKey" -}}
+{{- include "capture-relay.queueKeyOf" (dict "root" . "section" "ingest" "default" "capture-events") }}
+{{- end }}
+
 {{/*
-config.ingest.job_timeout in whole seconds (rounded up, as the app does): a number of seconds,
-or a number followed by ms, s, m, h or d; default 600. Empty when it is not a literal duration
-(a ${VAR} reference, for instance).
+The two kinds of worker, by their values key, as JSON: the component label, the Deployment
+name, the `--queue` argument, and the config section holding the queue and the job timeout
+(with their defaults, as in service/settings.py). Call with (dict "root" $ "key" "worker").
+*/}}
+{{- define "capture-relay.workerKind" -}}
+{{- if eq .key "worker" }}
+{{- toJson (dict "key" "worker" "component" "worker" "name" (printf "%s-worker" (include "capture-relay.fullname" .root)) "queueArg" "events" "section" "ingest" "defaultQueue" "capture-events" "defaultTimeout" 600) }}
+{{- else if eq .key "deliveryWorker" }}
+{{- /* The fullname is cut to 50 for suffixes up to 13 characters; this one has 16. */}}
+{{- $name := printf "%s-delivery-worker" (include "capture-relay.fullname" .root | trunc 47 | trimSuffix "-") }}
+{{- toJson (dict "key" "deliveryWorker" "component" "delivery-worker" "name" $name "queueArg" "deliveries" "section" "delivery" "defaultQueue" "capture-deliveries" "defaultTimeout" 120) }}
+{{- else }}
+{{- fail (printf "unknown worker kind %q" .key) }}
+{{- end }}
+{{- end }}
+
+{{/*
+A job timeout of the config (config.<section>.job_timeout) in whole seconds, rounded up as the
+app does: a number of seconds, or a number followed by ms, s, m, h or d; the default when absent.
+Empty when it is not a literal duration (a ${VAR} reference, for instance). Call with
+(dict "root" $ "section" "ingest" "default" 600).
 */}}
 {{- define "capture-relay.jobTimeoutSeconds" -}}
-{{- $ingest := include "capture-relay.configSection" (dict "root" . "key" "ingest") | fromJson }}
-{{- $raw := $ingest.job_timeout }}
-{{- if kindIs "invalid" $raw }}{{ $raw = 600 }}{{ end }}
+{{- $section := include "capture-relay.configSection" (dict "root" .root "key" .section) | fromJson }}
+{{- $raw := $section.job_timeout }}
+{{- if kindIs "invalid" $raw }}{{ $raw = .default }}{{ end }}
 {{- $number := -1.0 }}
 {{- $unit := "" }}
 {{- if or (kindIs "float64" $raw) (kindIs "int" $raw) (kindIs "int64" $raw) }}
@@ -193,23 +225,28 @@ or a number followed by ms, s, m, h or d; default 600. Empty when it is not a li
 {{- end }}
 
 {{/*
-The worker's terminationGracePeriodSeconds: at least 30 s above the job timeout, since SIGTERM
-lets the current job finish, and the worker then still records its result and deregisters.
+A worker's terminationGracePeriodSeconds: at least 30 s above the job timeout of its queue
+(config.ingest.job_timeout for the events workers, config.delivery.job_timeout for the delivery
+workers), since SIGTERM lets the current jobs finish, and the worker then still records their
+results and deregisters. Call with (dict "root" $ "key" "worker").
 */}}
 {{- define "capture-relay.workerGracePeriod" -}}
-{{- $explicit := .Values.worker.terminationGracePeriodSeconds }}
-{{- $timeout := include "capture-relay.jobTimeoutSeconds" . }}
+{{- $kind := include "capture-relay.workerKind" . | fromJson }}
+{{- $values := index .root.Values .key }}
+{{- $explicit := $values.terminationGracePeriodSeconds }}
+{{- $timeoutKey := printf "config.%s.job_timeout" $kind.section }}
+{{- $timeout := include "capture-relay.jobTimeoutSeconds" (dict "root" .root "section" $kind.section "default" (int $kind.defaultTimeout)) }}
 {{- if kindIs "invalid" $explicit }}
 {{- if not $timeout }}
-{{- fail "config.ingest.job_timeout is not a literal duration (N, Ns, Nm, Nh or Nd), so the worker's grace period cannot be derived from it: write it literally or set worker.terminationGracePeriodSeconds to at least 30 s above it" }}
+{{- fail (printf "%s is not a literal duration (N, Ns, Nm, Nh or Nd), so the grace period of the %s pods cannot be derived from it: write it literally or set %s.terminationGracePeriodSeconds to at least 30 s above it" $timeoutKey $kind.component .key) }}
 {{- end }}
-{{- if lt (int .Values.worker.terminationGraceExtraSeconds) 30 }}
-{{- fail (printf "worker.terminationGraceExtraSeconds (%d) must be at least 30: a stopping worker finishes its current job first, then records its result and deregisters" (int .Values.worker.terminationGraceExtraSeconds)) }}
+{{- if lt (int $values.terminationGraceExtraSeconds) 30 }}
+{{- fail (printf "%s.terminationGraceExtraSeconds (%d) must be at least 30: a stopping worker finishes its current jobs first, then records their results and deregisters" .key (int $values.terminationGraceExtraSeconds)) }}
 {{- end }}
-{{- add (int $timeout) .Values.worker.terminationGraceExtraSeconds }}
+{{- add (int $timeout) $values.terminationGraceExtraSeconds }}
 {{- else }}
 {{- if and $timeout (lt (int $explicit) (add (int $timeout) 30)) }}
-{{- fail (printf "worker.terminationGracePeriodSeconds (%d) must be at least 30 s above config.ingest.job_timeout (%d s), so %d or more: a stopping worker finishes its current job first, then records its result and deregisters, and Kubernetes kills it when the grace period ends" (int $explicit) (int $timeout) (add (int $timeout) 30)) }}
+{{- fail (printf "%s.terminationGracePeriodSeconds (%d) must be at least 30 s above %s (%d s), so %d or more: a stopping worker finishes its current jobs first, then records their results and deregisters, and Kubernetes kills it when the grace period ends" .key (int $explicit) $timeoutKey (int $timeout) (add (int $timeout) 30)) }}
 {{- end }}
 {{- int $explicit }}
 {{- end }}

@@ -20,13 +20,15 @@ HPA metrics from targetCPUUtilizationPercentage / targetMemoryUtilizationPercent
 {{- end }}
 
 {{/*
-A policy/v1 PodDisruptionBudget. Call with (dict "root" $ "component" "api" "pdb" .Values.api.pdb).
+A policy/v1 PodDisruptionBudget. Call with (dict "root" $ "component" "api" "pdb" .Values.api.pdb),
+and "name" when the object name is not <fullname>-<component>.
 */}}
 {{- define "capture-relay.pdb" -}}
 apiVersion: policy/v1
 kind: PodDisruptionBudget
 metadata:
-  {{- include "capture-relay.metadata" (dict "root" .root "component" .component "name" (printf "%s-%s" (include "capture-relay.fullname" .root) .component)) | nindent 2 }}
+  {{- $name := .name | default (printf "%s-%s" (include "capture-relay.fullname" .root) .component) }}
+  {{- include "capture-relay.metadata" (dict "root" .root "component" .component "name" $name) | nindent 2 }}
 spec:
   {{- /* minAvailable, when set, wins: a PDB takes only one of the two. */}}
   {{- if not (kindIs "invalid" .pdb.minAvailable) }}

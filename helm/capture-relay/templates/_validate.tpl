@@ -50,7 +50,40 @@ The secret keys of the config that are set, as JSON: {"config.<path>": value}.
 {{- $_ := set $found "config.sources.legacy.basic_auth.password" $basic.password }}
 {{- end }}
 {{- end }}
+{{- $destinations := $config.destinations }}
+{{- if kindIs "map" $destinations }}
+{{- range $name, $destination := $destinations }}
+{{- if kindIs "map" $destination }}
+{{- $signing := $destination.signing_secret }}
+{{- if kindIs "slice" $signing }}
+{{- range $index, $secret := $signing }}
+{{- $_ := set $found (printf "config.destinations.%s.signing_secret[%d]" $name $index) $secret }}
+{{- end }}
+{{- else if not (kindIs "invalid" $signing) }}
+{{- $_ := set $found (printf "config.destinations.%s.signing_secret" $name) $signing }}
+{{- end }}
+{{- if kindIs "map" $destination.headers }}
+{{- range $header, $value := $destination.headers }}
+{{- $_ := set $found (printf "config.destinations.%s.headers.%s" $name $header) $value }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- toJson $found }}
+{{- end }}
+
+{{/*
+A header value may put an authentication scheme before its reference ("Bearer ${CRM_TOKEN}"):
+the scheme word is not the secret. This strips it, so that the rest is checked as a reference.
+Call with (dict "path" "config.destinations.crm.headers.Authorization" "value" v).
+*/}}
+{{- define "capture-relay.withoutScheme" -}}
+{{- if and (kindIs "string" .value) (regexMatch "^config\\.destinations\\..+\\.headers\\." .path) }}
+{{- regexReplaceAll "^[A-Za-z]{1,20} +(\\$\\{)" .value "${1}" }}
+{{- else }}
+{{- .value }}
+{{- end }}
 {{- end }}
 
 {{/*
@@ -79,6 +112,7 @@ default). Call with (dict "root" $ "value" v "path" "config.redis_url" "url" tru
 
 {{- define "capture-relay.validateSecrets" -}}
 {{- range $path, $value := include "capture-relay.secretConfigValues" $ | fromJson }}
+{{- if kindIs "string" $value }}{{ $value = include "capture-relay.withoutScheme" (dict "path" $path "value" $value) }}{{ end }}
 {{- include "capture-relay.checkSecretReference" (dict "root" $ "value" $value "path" $path "url" (eq $path "config.redis_url")) }}
 {{- end }}
 {{- end }}
@@ -93,6 +127,7 @@ when the value itself carries credentials. The messages name the variable, never
 {{- $credentials := include "capture-relay.credentialsPattern" . }}
 {{- $secretVariables := dict }}
 {{- range $path, $value := include "capture-relay.secretConfigValues" . | fromJson }}
+{{- if kindIs "string" $value }}{{ $value = include "capture-relay.withoutScheme" (dict "path" $path "value" $value) }}{{ end }}
 {{- if and (kindIs "string" $value) (regexMatch $reference $value) }}
 {{- $variable := regexReplaceAll $reference $value "${1}" | trim }}
 {{- if not (hasPrefix "file:" $variable) }}{{ $_ := set $secretVariables $variable $path }}{{ end }}
@@ -117,22 +152,34 @@ when the value itself carries credentials. The messages name the variable, never
 {{- end }}
 {{- end }}
 
-{{- define "capture-relay.validateAutoscaling" -}}
-{{- $scaling := .Values.worker.autoscaling }}
+{{/*
+Each kind of worker: never fewer than one (no scale to zero), and bounds in order.
+*/}}
+{{- define "capture-relay.validateWorkerScaling" -}}
+{{- $scaling := (index .root.Values .key).autoscaling }}
 {{- $why := "jobs waiting for a retry sit in rq's ScheduledJobRegistry, and only a running worker's scheduler moves them back to the queue (KEDA sees only the queue's length), so without a worker they would never run" }}
 {{- if eq $scaling.mode "none" }}
-{{- if lt (int .Values.worker.replicaCount) 1 }}
-{{- fail (printf "worker.replicaCount must be at least 1: %s" $why) }}
+{{- if lt (int (index .root.Values .key).replicaCount) 1 }}
+{{- fail (printf "%s.replicaCount must be at least 1: %s" .key $why) }}
 {{- end }}
 {{- else if lt (int $scaling.minReplicas) 1 }}
-{{- fail (printf "worker.autoscaling.minReplicas must be at least 1: %s" $why) }}
+{{- fail (printf "%s.autoscaling.minReplicas must be at least 1: %s" .key $why) }}
 {{- end }}
-{{- if eq $scaling.mode "keda" }}
-{{- $keda := $scaling.keda }}
+{{- if and (ne $scaling.mode "none") (gt (int $scaling.minReplicas) (int $scaling.maxReplicas)) }}
+{{- fail (printf "%s.autoscaling.minReplicas (%d) is above maxReplicas (%d)" .key (int $scaling.minReplicas) (int $scaling.maxReplicas)) }}
+{{- end }}
+{{- end }}
+
+{{/*
+KEDA's Redis connection, worker.autoscaling.keda, which the ScaledObjects of both queues use.
+Call with (dict "root" $ "why" "worker.autoscaling.mode is keda").
+*/}}
+{{- define "capture-relay.validateKedaConnection" -}}
+{{- $keda := .root.Values.worker.autoscaling.keda }}
 {{- $metadata := $keda.extraMetadata | default dict }}
 {{- if eq $keda.type "redis" }}
 {{- if not (or $keda.address $keda.addressFromEnv) }}
-{{- fail "worker.autoscaling.mode is keda: set worker.autoscaling.keda.address (host:port of Redis) or worker.autoscaling.keda.addressFromEnv (an environment variable of the worker holding host:port)" }}
+{{- fail (printf "%s: set worker.autoscaling.keda.address (host:port of Redis) or worker.autoscaling.keda.addressFromEnv (an environment variable of the workers holding host:port); KEDA's Redis connection is set there once for both queues" .why) }}
 {{- end }}
 {{- if and $keda.address $keda.addressFromEnv }}
 {{- fail "worker.autoscaling.keda: set address or addressFromEnv, not both" }}
@@ -150,8 +197,15 @@ when the value itself carries credentials. The messages name the variable, never
 {{- fail (printf "worker.autoscaling.keda.type must be redis or redis-sentinel, not %q: capture-relay does not support Redis Cluster" (toString $keda.type)) }}
 {{- end }}
 {{- end }}
-{{- if and (ne $scaling.mode "none") (gt (int $scaling.minReplicas) (int $scaling.maxReplicas)) }}
-{{- fail (printf "worker.autoscaling.minReplicas (%d) is above maxReplicas (%d)" (int $scaling.minReplicas) (int $scaling.maxReplicas)) }}
+
+{{- define "capture-relay.validateAutoscaling" -}}
+{{- $keda := list }}
+{{- range $key := list "worker" "deliveryWorker" }}
+{{- include "capture-relay.validateWorkerScaling" (dict "root" $ "key" $key) }}
+{{- if eq (index $.Values $key).autoscaling.mode "keda" }}{{ $keda = append $keda $key }}{{ end }}
+{{- end }}
+{{- with $keda }}
+{{- include "capture-relay.validateKedaConnection" (dict "root" $ "why" (printf "%s.autoscaling.mode is keda" (first .))) }}
 {{- end }}
 {{- if and .Values.api.autoscaling.enabled (gt (int .Values.api.autoscaling.minReplicas) (int .Values.api.autoscaling.maxReplicas)) }}
 {{- fail (printf "api.autoscaling.minReplicas (%d) is above maxReplicas (%d)" (int .Values.api.autoscaling.minReplicas) (int .Values.api.autoscaling.maxReplicas)) }}
@@ -159,17 +213,30 @@ when the value itself carries credentials. The messages name the variable, never
 {{- end }}
 
 {{/*
+The events and the delivery workers each take one queue; on one queue, the events workers would
+run deliveries and the delivery workers events, and each Deployment's grace period and
+autoscaling would be wrong for half of its jobs.
+*/}}
+{{- define "capture-relay.validateQueues" -}}
+{{- $events := include "capture-relay.queue" . }}
+{{- $deliveries := include "capture-relay.queueOf" (dict "root" . "section" "delivery" "default" "capture-deliveries") }}
+{{- if eq $events $deliveries }}
+{{- fail (printf "config.delivery.queue and config.ingest.queue are both %q: the events and the delivery workers each need a queue of their own" $events) }}
+{{- end }}
+{{- end }}
+
+{{/*
 The fewest pods a component runs, and the value that sets it, as JSON: {"replicas": n, "key": k}.
-Call with (dict "root" $ "component" "api").
+Call with (dict "root" $ "key" "api"), the component's values key.
 */}}
 {{- define "capture-relay.fewestReplicas" -}}
-{{- $values := index .root.Values .component }}
+{{- $values := index .root.Values .key }}
 {{- $autoscaled := false }}
-{{- if eq .component "api" }}{{ $autoscaled = $values.autoscaling.enabled }}{{ else }}{{ $autoscaled = ne $values.autoscaling.mode "none" }}{{ end }}
+{{- if eq .key "api" }}{{ $autoscaled = $values.autoscaling.enabled }}{{ else }}{{ $autoscaled = ne $values.autoscaling.mode "none" }}{{ end }}
 {{- if $autoscaled }}
-{{- toJson (dict "replicas" (int $values.autoscaling.minReplicas) "key" (printf "%s.autoscaling.minReplicas" .component)) }}
+{{- toJson (dict "replicas" (int $values.autoscaling.minReplicas) "key" (printf "%s.autoscaling.minReplicas" .key)) }}
 {{- else }}
-{{- toJson (dict "replicas" (int $values.replicaCount) "key" (printf "%s.replicaCount" .component)) }}
+{{- toJson (dict "replicas" (int $values.replicaCount) "key" (printf "%s.replicaCount" .key)) }}
 {{- end }}
 {{- end }}
 
@@ -178,13 +245,13 @@ A PodDisruptionBudget that allows no eviction at all blocks node drains (and clu
 forever: minAvailable must stay below the fewest replicas, and maxUnavailable above 0.
 */}}
 {{- define "capture-relay.validatePdb" -}}
-{{- range $component := list "api" "worker" }}
+{{- range $component := list "api" "worker" "deliveryWorker" }}
 {{- $pdb := (index $.Values $component).pdb }}
 {{- if $pdb.enabled }}
 {{- if and (kindIs "invalid" $pdb.minAvailable) (kindIs "invalid" $pdb.maxUnavailable) }}
 {{- fail (printf "%s.pdb is enabled: set maxUnavailable or minAvailable" $component) }}
 {{- end }}
-{{- $fewest := include "capture-relay.fewestReplicas" (dict "root" $ "component" $component) | fromJson }}
+{{- $fewest := include "capture-relay.fewestReplicas" (dict "root" $ "key" $component) | fromJson }}
 {{- $blocks := printf "the PodDisruptionBudget would never allow an eviction, so node drains and cluster upgrades would wait forever; use %s.pdb.maxUnavailable: 1 (and minAvailable: null)" $component }}
 {{- $minAvailable := $pdb.minAvailable }}
 {{- if not (kindIs "invalid" $minAvailable) }}
@@ -221,10 +288,27 @@ A version that is not semver (latest, a digest-only image) cannot be checked: NO
 {{- end }}
 {{- end }}
 
+{{/*
+YAML 1.1, which Helm reads values with, takes a bare `on` for the boolean true: a route's
+`on: [entityUpdated]` arrives as a key "true", which capture-relay refuses. Say how to write it.
+*/}}
+{{- define "capture-relay.validateRoutes" -}}
+{{- $routes := (.Values.config | default dict).routes }}
+{{- if kindIs "slice" $routes }}
+{{- range $index, $route := $routes }}
+{{- if and (kindIs "map" $route) (hasKey $route "true") }}
+{{- fail (printf "config.routes[%d] has a key \"true\": YAML reads a bare on: as the boolean true; quote it, \"on\": [entityUpdated]" $index) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
 {{- define "capture-relay.validate" -}}
 {{- include "capture-relay.validateSecrets" . }}
 {{- include "capture-relay.validateEnv" . }}
 {{- include "capture-relay.validateAutoscaling" . }}
+{{- include "capture-relay.validateQueues" . }}
+{{- include "capture-relay.validateRoutes" . }}
 {{- include "capture-relay.validatePdb" . }}
 {{- include "capture-relay.validateRegistration" . }}
 {{- end }}
