@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import io
+import logging
 import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 import redis
+import structlog
 
 from capture_relay.embedded_redis import RedisBinaryNotFoundError, RedisServer
 from service import settings as settings_module
+from service.logs import configure_logging
 from service.settings import Settings
 from tests.support.servers import JwksEndpoint, serve_in_thread
 from tests.support.simulator import RunningSimulator, running_simulator
@@ -30,6 +34,19 @@ def missing_service(what: str) -> None:
     if ON_CI:
         pytest.fail(f"{what} is not available, and CI=true requires it")
     pytest.skip(f"{what} is not available")
+
+
+@pytest.fixture
+def log_output() -> Iterator[io.StringIO]:
+    """Everything the process logs at debug level, as the JSON lines an operator would see; the
+    logging set-up is undone afterwards, so later tests do not write into a closed stream."""
+    buffer = io.StringIO()
+    configure_logging("debug", "json", stream=buffer)
+    yield buffer
+    root = logging.getLogger()
+    root.handlers.clear()
+    root.setLevel(logging.WARNING)
+    structlog.reset_defaults()
 
 
 @pytest.fixture(scope="session")

@@ -5,16 +5,11 @@ from __future__ import annotations
 import base64
 import io
 import json
-import logging
-from collections.abc import Iterator
 
-import pytest
 import redis
-import structlog
 from starlette.testclient import TestClient
 
 from service.app import create_app
-from service.logs import configure_logging
 from tests.conftest import SettingsFactory
 from tests.support.servers import JwksEndpoint
 from tests.support.tokens import SigningKey, claims, sign
@@ -22,16 +17,6 @@ from tests.support.tokens import SigningKey, claims, sign
 SECRET_HASH = "5ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7"
 BASIC_PASSWORD = "pa55-w0rd-never-logged"
 RECORD_VALUE = "alice.private@example.com"
-
-
-@pytest.fixture
-def log_output() -> Iterator[io.StringIO]:
-    """Everything the process logs, as the JSON lines an operator would see."""
-    buffer = io.StringIO()
-    configure_logging("debug", "json", stream=buffer)
-    yield buffer
-    logging.getLogger().handlers.clear()
-    structlog.reset_defaults()
 
 
 def test_no_secret_or_record_value_in_any_outcome(
