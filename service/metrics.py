@@ -19,6 +19,8 @@ from rq import Queue, worker_registration
 from rq.job import Job
 from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
 
+from service.redistext import as_text
+
 log = structlog.get_logger(__name__)
 
 PREFIX = "capture_relay_"
@@ -147,12 +149,8 @@ class QueueCollector(Collector):
             waiting, head, *sizes = pipe.execute()
         oldest = 0.0
         if head is not None:
-            enqueued = self._redis.hget(Job.key_for(_text(head)), "enqueued_at")
+            enqueued = self._redis.hget(Job.key_for(as_text(head)), "enqueued_at")
             if enqueued:
-                stamp = datetime.strptime(_text(enqueued), "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+                stamp = datetime.strptime(as_text(enqueued), "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
                 oldest = max(0.0, self._clock() - stamp.timestamp())
         return waiting, oldest, dict(zip(registries, sizes, strict=True))
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

@@ -37,7 +37,9 @@ from typing import Literal
 import redis
 import structlog
 
+from service.redistext import as_text
 from service.routing_config import BreakerSettings
+from workers.redis_clock import LUA_NOW
 
 log = structlog.get_logger(__name__)
 
@@ -49,15 +51,10 @@ _IDLE_TTL = 86400.0
 # How long callers turned away during a probe wait before they ask again, at most.
 _PROBE_RETRY = 1.0
 
-_NOW = """
-local clock = redis.call('TIME')
-local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
-"""
-
 # KEYS: the hash. ARGV: probe lease (µs), probe retry (µs), TTL (ms).
 # Returns {allowed, probe, µs to wait, 1 if this admission made the breaker half-open}.
 _ADMIT = (
-    _NOW
+    LUA_NOW
     + """
 local open_until = tonumber(redis.call('HGET', KEYS[1], 'open_until') or 0)
 if open_until == 0 then
@@ -80,7 +77,7 @@ return {1, 1, 0, first}
 # KEYS: the hash. ARGV: succeeded (0/1), probe (0/1), consecutive_failures, failure_ratio, window (µs),
 # min_attempts, open_for (µs), TTL (ms). Returns {transition, reason}: "opened"/"closed" or "" for none.
 _RECORD = (
-    _NOW
+    LUA_NOW
     + """
 local key, succeeded, probe = KEYS[1], ARGV[1] == '1', ARGV[2] == '1'
 local function open()
@@ -229,7 +226,7 @@ class CircuitBreaker:
 
     def _record(self, *, succeeded: bool, probe: bool) -> None:
         args = [int(succeeded), int(probe), *self._record_args]
-        transition, reason = (_text(part) for part in self._record_script(keys=[self._key], args=args))
+        transition, reason = (as_text(part) for part in self._record_script(keys=[self._key], args=args))
         if transition == "opened":
             log.warning("breaker.opened", destination=self.destination, reason=reason, retry_in=self._open_for)
         elif transition == "closed":
@@ -259,8 +256,3 @@ def _state(now: int, open_until: bytes | str | None) -> BreakerState:
 
 def _us(seconds: float) -> int:
     return round(seconds * 1e6)
-
-
-def _text(value: bytes | str) -> str:
-    # Lua strings come back as bytes, or as str on a client with decode_responses.
-    return value.decode() if isinstance(value, bytes) else value

@@ -27,7 +27,7 @@ from workers.capture_errors import (
     CaptureProtocolError,
     CaptureUnavailableError,
 )
-from workers.capture_limits import LimiterTimeoutError
+from workers.limits import LimiterTimeoutError
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -39,7 +39,7 @@ _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
 class Limiter(Protocol):
-    """A source of call slots (``workers.capture_limits.CallLimiter`` in production)."""
+    """A source of call slots (``workers.limits.CallLimiter`` in production)."""
 
     def slot(self, *, deadline: float) -> AbstractContextManager[None]: ...
 

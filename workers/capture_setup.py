@@ -19,7 +19,7 @@ from workers.akamai_api import SubscriptionsClient
 from workers.capture_api import CaptureClient
 from workers.capture_auth import ClientCredentials
 from workers.capture_calls import ApiCaller, CaptureApiMetrics, RetryPolicy
-from workers.capture_limits import CallLimiter
+from workers.limits import CallLimiter
 
 
 def _http(timeout: float, connections: int) -> httpx2.Client:

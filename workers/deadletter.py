@@ -25,6 +25,7 @@ from typing import Any
 import orjson
 import redis
 
+from service.redistext import as_text
 from workers.delivery_job import DeliveryJob
 from workers.delivery_queue import DeliveryQueue
 
@@ -184,11 +185,11 @@ class DeadLetter:
         """The delivery ids of ``destination``'s entries, oldest first (the order a replay follows)."""
         index = self._index_key(destination)
         self._redis.zremrangebyscore(index, "-inf", f"({self._cutoff()}")
-        return [_text(member) for member in self._redis.zrange(index, 0, -1)]
+        return [as_text(member) for member in self._redis.zrange(index, 0, -1)]
 
     def destinations(self) -> list[str]:
         """The destinations that have entries (or had, until a listing notices they expired), sorted."""
-        return sorted(_text(member) for member in self._redis.smembers(self._destinations_key))
+        return sorted(as_text(member) for member in self._redis.smembers(self._destinations_key))
 
     def remove(self, delivery_id: str) -> bool:
         """Delete the entry of ``delivery_id``; False when there was none."""
@@ -217,7 +218,7 @@ class DeadLetter:
             while batch := self._redis.zrangebyscore(index, "-inf", upper, start=0, num=_BATCH):
                 pipe = self._redis.pipeline(transaction=False)
                 for member in batch:
-                    pipe.delete(self._entry_key(_text(member)))
+                    pipe.delete(self._entry_key(as_text(member)))
                 pipe.zrem(index, *batch)
                 *deleted, _ = pipe.execute()
                 removed += sum(int(count) for count in deleted)
@@ -271,7 +272,7 @@ class DeadLetter:
         offset = 0
         while limit is None or len(found) < limit:
             wanted = -1 if limit is None else limit - len(found)
-            page = [_text(member) for member in self._redis.zrevrangebyscore(index, "+inf", lower, offset, wanted)]
+            page = [as_text(member) for member in self._redis.zrevrangebyscore(index, "+inf", lower, offset, wanted)]
             if not page:
                 break
             offset += len(page)
@@ -304,8 +305,3 @@ class DeadLetter:
 def _parse(raw: bytes | str) -> DeadLetterEntry:
     data: dict[str, Any] = orjson.loads(raw)
     return DeadLetterEntry.from_dict(data)
-
-
-def _text(value: object) -> str:
-    # Members come back as bytes, or as str on a client with decode_responses.
-    return value.decode() if isinstance(value, bytes) else str(value)

@@ -90,6 +90,7 @@ _FIELDS = tuple(item.name for item in fields(DeliveryJob))
 
 
 def delivery_key(delivery_id: str) -> str:
-    """``delivery-<id>``, hashed when the id has characters rq does not allow in job ids (``:`` always)."""
+    """``delivery-`` and 40 hex digits of the id's SHA-256, for every id: each has a ``:``, which rq does not
+    allow in job ids. Also the delivery's part of its Redis keys (delivered and fan-out markers)."""
     digest = hashlib.sha256(delivery_id.encode()).hexdigest()[:40]
     return f"delivery-{digest}"

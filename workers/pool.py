@@ -1,31 +1,17 @@
 """A worker process: one rq queue, several jobs at once in threads, no fork per job.
 
 The jobs wait on Capture and on destinations, so threads keep a CPU busy where one job at a
-time would leave it idle, and no job pays for a fork. Each thread is an rq ``SimpleWorker``
-with its own Redis connection, so the blocking pop (BLMOVE, one queue: see
-reference/python-stack.md §1.5) of an idle thread never holds up the others. rq assumes a
-worker owns its process; ``ThreadWorker`` changes exactly what that assumption breaks, each
-override read against rq 3.0's ``rq/worker/base.py``:
+time would leave it idle, and no job pays for a fork. Each thread is an rq worker
+(``workers.rq_threads.ThreadWorker``) with its own Redis connection, so the blocking pop (BLMOVE,
+one queue: see reference/python-stack.md §1.5) of an idle thread never holds up the others. What
+rq had to be changed for that is all in ``workers.rq_threads``; this module runs the threads:
 
 - signals can only be handled by the main thread: the pool's handlers ask every thread to
   finish its current job and stop (warm shut down); a second signal exits at once;
-- job timeouts use ``TimerDeathPenalty`` (an exception raised in the job's thread), since
-  SIGALRM only reaches the main thread;
-- ``SimpleWorker`` registers a running job for job_timeout + 60 s and never renews it, so the
-  jobs of a SIGKILLed worker would wait that long; here a job is registered for
-  ``JOB_HEARTBEAT_TTL`` and one heartbeat thread renews it every ``HEARTBEAT_INTERVAL``. A killed
-  process's jobs expire within ``JOB_HEARTBEAT_TTL``, and the next maintenance of a live worker
-  on the queue retries them (rq retries abandoned jobs that have retries left);
-- rq's dequeue loop only ends with a job, so each call is bounded to one blocking pop of
-  ``WORKER_TTL`` - 15 s, after which an idle thread sees a stop request;
-- each rq worker runs the registry maintenance on its own clock; the pool's threads share one,
-  so the process runs it once per interval (by whichever thread is free first), not N times.
-
-rq starts its scheduler (delayed jobs, retry intervals) in a forked process. A fork of a
-threaded process can inherit locks held by other threads, and the forked scheduler survives a
-SIGKILL of its worker and keeps the queue's scheduler lock; the pool runs rq's scheduler loop in
-a thread instead. A standby scheduler checks every ``SCHEDULER_TAKEOVER_CHECK`` seconds (rq:
-120 s) whether the lock of a dead one has lapsed.
+- a running job is registered for a short TTL only, so one heartbeat thread renews the jobs of
+  every worker thread every ``HEARTBEAT_INTERVAL``;
+- rq's scheduler (delayed jobs, retry intervals) runs in a thread of the pool, not in a forked
+  process, and is begun again after a Redis error; in burst mode the due jobs are moved once.
 """
 
 from __future__ import annotations
@@ -38,28 +24,23 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime
 from types import FrameType
 
 import redis
 import structlog
-from rq import Queue, SimpleWorker
+from rq import Queue
 from rq.executions import Execution
-from rq.job import Job
-from rq.scheduler import RQScheduler
 from rq.serializers import JSONSerializer
-from rq.timeouts import TimerDeathPenalty
 from rq.worker import WorkerStatus
 
 from workers.health import OVERDUE_GRACE, PoolStatus, ThreadStatus
+from workers.rq_threads import WORKER_TTL, MaintenanceClock, ThreadScheduler, ThreadWorker
 
 log = structlog.get_logger(__name__)
 
-# rq derives from it the blocking pop (5 s) and the socket timeout of the worker connections (15 s).
-WORKER_TTL = 20
-JOB_HEARTBEAT_TTL = 30
+# How often the heartbeat thread renews the running jobs, each registered for JOB_HEARTBEAT_TTL
+# (workers.rq_threads).
 HEARTBEAT_INTERVAL = 10.0
-SCHEDULER_TAKEOVER_CHECK = 10.0
 # After a stop request, threads still waiting for a job this long are left behind (they are in
 # rq's Redis reconnect loop and hold no job): longer than a blocking pop plus a socket timeout.
 IDLE_EXIT_GRACE = 25.0
@@ -76,81 +57,6 @@ class WorkerThreadError(RuntimeError):
         super().__init__(f"worker thread {thread} ended unexpectedly ({reason}); the worker stopped")
         self.thread = thread
         self.reason = reason
-
-
-class MaintenanceClock:
-    """When the pool's next registry maintenance is due; claimed by one thread at a time."""
-
-    def __init__(self, interval: float) -> None:
-        self._interval = interval
-        self._last: float | None = None
-        self._lock = threading.Lock()
-
-    def claim(self) -> bool:
-        """Whether maintenance is due; if so, the caller runs it and the clock restarts."""
-        with self._lock:
-            now = time.monotonic()
-            if self._last is not None and now - self._last < self._interval:
-                return False
-            self._last = now
-            return True
-
-
-class ThreadWorker(SimpleWorker):
-    """An rq ``SimpleWorker`` that runs in one thread of a :class:`WorkerPool`."""
-
-    death_penalty_class = TimerDeathPenalty
-    # Shared by the pool's threads; None leaves rq's per-worker clock.
-    maintenance_clock: MaintenanceClock | None = None
-
-    def _install_signal_handlers(self) -> None:
-        """Nothing: only the main thread may install handlers, and the pool's serve every thread."""
-
-    def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
-        """A short registration of a running job, renewed by the pool's heartbeat thread."""
-        return JOB_HEARTBEAT_TTL
-
-    def dequeue_job_and_maintain_ttl(
-        self, timeout: int | None, max_idle_time: int | None = None
-    ) -> tuple[Job, Queue] | None:
-        """rq's dequeue, ending without a job when a stop was requested while waiting."""
-        if timeout is None:  # burst: a pop that does not wait
-            return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
-        while not self._stop_requested:
-            # Being "idle" for one pop makes rq's loop return after it.
-            result = super().dequeue_job_and_maintain_ttl(timeout, max_idle_time=timeout)
-            if result is not None:
-                return result
-        return None
-
-    @property
-    def should_run_maintenance_tasks(self) -> bool:
-        """rq asks before each dequeue; with a shared clock only the thread that claims it says yes."""
-        if self.maintenance_clock is None:
-            return bool(super().should_run_maintenance_tasks)
-        return self.maintenance_clock.claim()
-
-    def stop_after_current_job(self) -> None:
-        """Take no further job; rq's loop checks this between jobs and the dequeue above while waiting."""
-        self._stop_requested = True
-
-
-class ThreadScheduler(RQScheduler):
-    """rq's scheduler loop, run in a thread of the pool rather than in a forked process."""
-
-    def _install_signal_handlers(self) -> None:
-        """Nothing: the pool stops the scheduler with ``request_stop()``."""
-
-    @property
-    def should_reacquire_locks(self) -> bool:
-        """Whether to try for the locks this scheduler lacks (rq waits 120 s between tries)."""
-        if self._queue_names == self.acquired_locks:
-            return False
-        # rq stores a naive local time here (and its annotations only know the initial None).
-        acquired: datetime | None = self.lock_acquisition_time
-        if acquired is None:
-            return True
-        return (datetime.now() - acquired).total_seconds() > SCHEDULER_TAKEOVER_CHECK
 
 
 class WorkerPool:
@@ -285,7 +191,7 @@ class WorkerPool:
         for worker in self._workers:
             worker.connection.close()
         if self._scheduler is not None:
-            _disconnect(self._scheduler)
+            self._scheduler.disconnect()
 
     def _work(self, index: int, burst: bool) -> None:
         worker = self._workers[index]
@@ -353,15 +259,7 @@ class WorkerPool:
                 log.warning("scheduler lock not released", queue=self.queue, reason=type(exc).__name__)
 
     def _new_scheduler(self) -> ThreadScheduler:
-        connection = self._connect()
-        # The scheduler opens its own pool with these settings; a socket timeout keeps a dead
-        # connection from hanging its thread (rq does the same to worker connections).
-        connection.connection_pool.connection_kwargs["socket_timeout"] = WORKER_TTL - 5
-        scheduler = ThreadScheduler(
-            [self.queue], connection=connection, logging_level=self._logging_level, serializer=JSONSerializer
-        )
-        connection.close()
-        return scheduler
+        return ThreadScheduler.open(self.queue, self._connect, logging_level=self._logging_level)
 
     def _enqueue_due_jobs(self) -> None:
         """Burst mode: move due scheduled jobs to the queue once, as rq's burst worker does."""
@@ -374,7 +272,7 @@ class WorkerPool:
                 finally:
                     scheduler.release_locks()  # type: ignore[no-untyped-call]
         finally:
-            _disconnect(scheduler)
+            scheduler.disconnect()
 
     @contextmanager
     def _signals_handled(self) -> Iterator[None]:
@@ -401,13 +299,6 @@ class WorkerPool:
         # their registration expires, as if this process had been killed.
         log.warning("cold shut down", queue=self.queue, reason=signal.Signals(signum).name)
         os._exit(EXIT_COLD_SHUTDOWN)
-
-
-def _disconnect(scheduler: RQScheduler) -> None:
-    # The scheduler opened its own connection pool; closing it is ours to do.
-    connection: redis.Redis | None = scheduler._connection
-    if connection is not None:
-        connection.connection_pool.disconnect()
 
 
 def _renew(worker: ThreadWorker, execution: Execution) -> None:

@@ -17,7 +17,7 @@ import redis
 from structlog.testing import capture_logs
 
 from capture_relay.embedded_redis import RedisServer
-from workers.capture_limits import CallLimiter, LimiterTimeoutError
+from workers.limits import CallLimiter, LimiterTimeoutError
 
 LimiterFactory = Callable[..., CallLimiter]
 

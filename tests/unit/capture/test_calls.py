@@ -18,7 +18,7 @@ from workers.capture_errors import (
     CaptureLimitError,
     CaptureUnavailableError,
 )
-from workers.capture_limits import LimiterTimeoutError
+from workers.limits import LimiterTimeoutError
 
 ENDPOINT = "/entity"
 SEED = 20240501

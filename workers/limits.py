@@ -1,9 +1,11 @@
-"""The Capture API call limiter: one concurrency cap and one rate, shared by every worker process through Redis.
+"""A call limiter: one concurrency cap and one rate, shared by every worker process through Redis.
 
-Capture answers error 510 ``api_limit_error`` when an application makes too many *simultaneous* calls, and we
-also keep to a number of calls per second. Every attempt to get a slot is one Lua script that reads the server's
-clock (``TIME``), so the clocks of the pods never matter. Keys (``{name}`` is a Redis Cluster hash tag, so that
-one script's keys share a slot), each with a TTL that runs out once the limiter is idle:
+It keeps the calls of all workers together within a limit of the other side: the Capture API's (Capture answers
+error 510 ``api_limit_error`` to too many *simultaneous* calls, and we also keep to a number of calls per second;
+see ``workers.capture_setup``) and a destination's ``rate_limit`` (``workers.delivery``). Every attempt to get a
+slot is one Lua script that reads the server's clock (``TIME``), so the clocks of the pods never matter. Keys
+(``{name}`` is a Redis Cluster hash tag, so that one script's keys share a slot), each with a TTL that runs out once
+the limiter is idle:
 
 - ``<prefix>{name}:holders``: sorted set of holder tokens scored by lease expiry (µs, Redis time). A slot is a
   lease: the slot of a process killed mid-call stops counting when its lease expires.
@@ -17,8 +19,8 @@ Leases and call timeouts: a call that outlives its lease stops counting while it
 caller in. That cannot happen while the caller abandons every call at its own timeout and the lease is longer than
 that timeout with a margin (``workers.capture_setup`` uses three times the request timeout plus 5 s: connecting,
 sending and the bounded read are each limited by it, and the process may pause between the end of the call and the
-release). A release after its lease ran out is logged as
-``limiter.lease_expired``. An acquisition that redis-py retries after a lost reply reuses its token and is
+release; ``workers.delivery`` does the same with a destination's timeout). A release after its lease ran out is
+logged as ``limiter.lease_expired``. An acquisition that redis-py retries after a lost reply reuses its token and is
 recognised by the script, so it still holds one slot; when acquiring fails for good, the token is released anyway
 in case a lost reply had granted it. A release that fails (Redis gone) is logged and leaves the slot to its lease.
 """
@@ -36,6 +38,8 @@ from typing import Literal
 import redis
 import structlog
 
+from workers.redis_clock import LUA_NOW
+
 log = structlog.get_logger(__name__)
 
 Reason = Literal["concurrency", "rate"]
@@ -48,15 +52,10 @@ _MAX_BLOCK = 0.5
 # What the acquire script answers.
 _ACQUIRED, _NO_SLOT, _NO_TOKEN = 0, 1, 2
 
-_NOW = """
-local clock = redis.call('TIME')
-local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
-"""
-
 # KEYS: holders, rate. ARGV: token, max_concurrency, lease (µs), interval (µs, 0 = no rate), burst.
 # Returns {status, µs until the next token}; the slot is checked first so that a full limiter spends no token.
 _ACQUIRE = (
-    _NOW
+    LUA_NOW
     + """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 if redis.call('ZSCORE', KEYS[1], ARGV[1]) then
@@ -84,7 +83,7 @@ return {0, 0}
 # KEYS: holders, wake. ARGV: token, max_concurrency, wake TTL (ms). Removes only this token; returns 0 when its
 # lease had already run out. The wake-up is pushed either way: a spurious one costs a waiter one more attempt.
 _RELEASE = (
-    _NOW
+    LUA_NOW
     + """
 local expiry = redis.call('ZSCORE', KEYS[1], ARGV[1])
 redis.call('ZREM', KEYS[1], ARGV[1])
@@ -99,7 +98,7 @@ return 0
 )
 
 # KEYS: holders.
-_HOLDERS = _NOW + "redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)\nreturn redis.call('ZCARD', KEYS[1])\n"
+_HOLDERS = LUA_NOW + "redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)\nreturn redis.call('ZCARD', KEYS[1])\n"
 
 
 class LimiterTimeoutError(Exception):
@@ -112,7 +111,7 @@ class LimiterTimeoutError(Exception):
 
     def __init__(self, name: str, *, waited: float, reason: Reason) -> None:
         super().__init__(
-            f"no Capture API slot from limiter {name!r} before the deadline: waited {waited:.3f} s, "
+            f"no slot for {name!r} before the deadline: waited {waited:.3f} s, "
             f"held back by the {reason} limit; raise it or give the call a later deadline"
         )
         self.name = name
