@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 
 import jmespath
 import jmespath.exceptions
-from pydantic import BeforeValidator, Field, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
 from service.configmodel import ConfigModel, Duration, HttpsUrl, Rate, SecretStr, Ttl
 
@@ -45,6 +45,12 @@ def _signing_secret(value: object) -> object:
     if not isinstance(value, str) or not _STANDARD_WEBHOOK_SECRET.match(value):
         # The value itself is never repeated: it is a secret.
         raise ValueError("must be a Standard Webhooks secret: whsec_ followed by base64")
+    return value
+
+
+def _first_attempt_at_once(value: list[float] | None) -> list[float] | None:
+    if value and value[0] != 0:
+        raise ValueError("must start with 0: the first attempt is made at once, each later entry is a wait")
     return value
 
 
@@ -86,7 +92,9 @@ class HttpDestination(ConfigModel):
     # Sends per second of all workers together (N/s, N/m, N/h); none by default.
     rate_limit: Rate | None = None
     # Overrides delivery.schedule / delivery.breaker for this destination.
-    schedule: list[Duration] | None = Field(default=None, min_length=1)
+    schedule: Annotated[list[Duration] | None, AfterValidator(_first_attempt_at_once)] = Field(
+        default=None, min_length=1
+    )
     breaker: BreakerSettings | None = None
 
     @model_validator(mode="after")
@@ -127,8 +135,9 @@ class DeliverySettings(ConfigModel):
     """How deliveries are queued, retried and dead-lettered."""
 
     queue: str = Field(default="capture-deliveries", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
-    # Wait before each attempt: about two days in all, so a receiver's outage over a weekend loses nothing.
-    schedule: list[Duration] = Field(
+    # Wait before each attempt (the first is 0: at once): about two days in all, so a receiver's
+    # outage over a weekend loses nothing.
+    schedule: Annotated[list[Duration], AfterValidator(_first_attempt_at_once)] = Field(
         default=[0, 5, 30, 120, 600, 1800, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 24 * 3600], min_length=1
     )
     # Each wait is spread by up to this share either way, so that retries of an outage do not arrive at once.
@@ -142,6 +151,18 @@ class DeliverySettings(ConfigModel):
     job_timeout: Ttl = 120
     # The last delivered version per (destination, uuid) is remembered this long (the stale guard).
     stale_guard_ttl: Ttl = 30 * 86400
+
+    @model_validator(mode="after")
+    def _guard_outlives_replays(self) -> DeliverySettings:
+        # A delivery replayed from the dead letter must still meet the guard, or an old update
+        # replayed after a deletion was forgotten would bring the profile back downstream.
+        needed = self.dead_letter_retention + sum(self.schedule) + self.max_retry_after
+        if self.stale_guard_ttl < needed:
+            raise ValueError(
+                f"stale_guard_ttl ({self.stale_guard_ttl} s) must be at least dead_letter_retention + the "
+                f"schedule + max_retry_after ({needed:.0f} s), so that a replayed delivery still meets the stale guard"
+            )
+        return self
 
 
 def unknown_destinations(routes: list[Route], destinations: dict[str, Destination]) -> list[tuple[str, str]]:

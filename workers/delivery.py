@@ -29,13 +29,13 @@ from service.routing_config import BreakerSettings, Destination
 from service.settings import Settings
 from workers import context
 from workers.breaker import CircuitBreaker
-from workers.capture_limits import CallLimiter, LimiterTimeoutError
 from workers.deadletter import DeadLetter, DeadLetterEntry
 from workers.delivery_job import DeliveryJob, delivery_key
 from workers.delivery_queue import DeliveryPolicy, DeliveryQueue
+from workers.limits import CallLimiter, LimiterTimeoutError
 from workers.sinks import open_sink
 from workers.sinks.base import Outgoing, Sink, SinkError
-from workers.stale_guard import StaleGuard
+from workers.stale_guard import Hold, StaleGuard
 
 log = structlog.get_logger(__name__)
 
@@ -58,6 +58,13 @@ class Lane:
     breaker: CircuitBreaker
     limiter: CallLimiter | None
     schedule: tuple[float, ...]
+    # How long one delivery may hold a profile's lease: longer than any send with its rate-limit wait.
+    lease: float
+    # How long deliveries wait before asking an open breaker again.
+    recheck: float
+    # How long a delivery that got no rate-limit turn waits before trying again: at least one
+    # interval of the rate, so a slow rate does not churn through the queue.
+    rate_recheck: float = 1.0
 
 
 class DeliveryEngine:
@@ -107,25 +114,36 @@ class DeliveryEngine:
             return self._dead_lettered(job, bound, reason="unknown_destination", status=None, detail="")
         if self._redis.exists(self._delivered_key(job)):
             return self._count(job, "duplicate", bound)
-        if self._stale_guard.is_stale(job.destination, job.uuid, job.version):
-            return self._count(job, "stale", bound)
+        deletion = job.event_type == "entityDeleted"
+        with self._stale_guard.hold(
+            job.destination, job.route, job.uuid, job.version, lease=lane.lease, deletion=deletion
+        ) as hold:
+            if hold.outcome == "stale":
+                return self._count(job, "stale", bound)
+            if hold.outcome == "busy":
+                # Another delivery of this profile to this destination is being sent: after it.
+                return self._defer(job, bound, reason="profile_busy", wait=hold.retry_in)
+            return self._admitted(lane, job, hold, bound)
+
+    def _admitted(self, lane: Lane, job: DeliveryJob, hold: Hold, bound: Any) -> str:
         admission = lane.breaker.admit()
         if not admission.allowed:
-            return self._defer(job, bound, reason="breaker_open", wait=admission.retry_in)
+            # Waiters re-check at most twice per open period, however many of them there are.
+            return self._defer(job, bound, reason="breaker_open", wait=max(admission.retry_in, lane.recheck))
         if lane.limiter is None:
-            return self._send(lane, job, bound, probe=admission.probe)
+            return self._send(lane, job, hold, bound, probe=admission.probe)
         try:
             with lane.limiter.slot(deadline=time.monotonic() + self._delivery.rate_limit_wait):
-                return self._send(lane, job, bound, probe=admission.probe)
+                return self._send(lane, job, hold, bound, probe=admission.probe)
         except LimiterTimeoutError as exc:
             if admission.probe:
                 lane.breaker.release_probe()  # the probe never ran; let the next one try
-            return self._defer(job, bound, reason="rate_limited", wait=max(1.0, exc.waited))
+            bound.debug("delivery.rate_limit_wait", reason=exc.reason)
+            return self._defer(job, bound, reason="rate_limited", wait=lane.rate_recheck)
 
-    def _send(self, lane: Lane, job: DeliveryJob, bound: Any, *, probe: bool) -> str:
-        now = self._clock()
+    def _send(self, lane: Lane, job: DeliveryJob, hold: Hold, bound: Any, *, probe: bool) -> str:
         if job.first_attempt_at is None:
-            job = replace(job, first_attempt_at=now)
+            job = replace(job, first_attempt_at=self._clock())
         outgoing = Outgoing(
             delivery_id=job.delivery_id,
             destination=job.destination,
@@ -141,17 +159,19 @@ class DeliveryEngine:
             self._metrics.delivery_duration.labels(job.destination).observe(time.perf_counter() - started)
             return self._failed(lane, job, bound, exc, probe=probe)
         except Exception as exc:  # noqa: BLE001 - a sink bug must not lose the delivery
-            self._metrics.delivery_duration.labels(job.destination).observe(time.perf_counter() - started)
+            # Our fault, not the destination's: the breaker is left alone, and only the type is
+            # logged (an exception's text may quote the payload).
+            if probe:
+                lane.breaker.release_probe()
+            bound.error("delivery.sink_error", reason=type(exc).__name__)
             error = SinkError(reason="internal_error", retryable=True, detail=type(exc).__name__)
-            bound.exception("delivery.sink_error")
-            return self._failed(lane, job, bound, error, probe=probe)
+            return self._retry(lane, job, bound, error)
         self._metrics.delivery_duration.labels(job.destination).observe(time.perf_counter() - started)
         lane.breaker.record_success(probe=probe)
-        self._stale_guard.record(job.destination, job.uuid, job.version)
+        hold.delivered()
         self._redis.set(self._delivered_key(job), "1", ex=self._marker_ttl)
-        delivered_at = self._clock()
         since = job.occurred_at if job.occurred_at is not None else job.received_at
-        self._metrics.end_to_end.labels(job.destination).observe(max(0.0, delivered_at - since))
+        self._metrics.end_to_end.labels(job.destination).observe(max(0.0, self._clock() - since))
         return self._count(job, "delivered", bound)
 
     def _failed(self, lane: Lane, job: DeliveryJob, bound: Any, error: SinkError, *, probe: bool) -> str:
@@ -161,6 +181,9 @@ class DeliveryEngine:
             # The receiver answered (it is up); it refused this delivery in particular.
             lane.breaker.record_success(probe=probe)
             return self._dead_lettered(job, bound, reason=error.reason, status=error.status, detail=error.detail)
+        return self._retry(lane, job, bound, error)
+
+    def _retry(self, lane: Lane, job: DeliveryJob, bound: Any, error: SinkError) -> str:
         if job.attempt >= len(lane.schedule):
             reason = f"retries_exhausted:{error.reason}"
             return self._dead_lettered(job, bound, reason=reason, status=error.status, detail=error.detail)
@@ -173,7 +196,7 @@ class DeliveryEngine:
 
     def _defer(self, job: DeliveryJob, bound: Any, *, reason: str, wait: float) -> str:
         # Spread the waiters so that they do not all knock at once when the breaker half-opens.
-        wait = max(0.5, wait) * (1 + self._rng.uniform(0, self._delivery.jitter or 0.2))
+        wait = max(0.5, wait) * (1 + self._rng.uniform(0, self._delivery.jitter))
         self._queue.schedule(job.next(counts_as_attempt=False), wait)
         bound.info("delivery.deferred", reason=reason, retry_in=round(wait, 3))
         return self._count(job, "deferred", bound, quiet=True)
@@ -221,10 +244,13 @@ def open_lane(name: str, config: Destination, settings: Settings, connection: re
         )
     return Lane(
         name=name,
-        sink=open_sink(name, config),
+        sink=open_sink(name, config, max_connections=settings.worker.concurrency),
         breaker=CircuitBreaker(connection, name, breaker),
         limiter=limiter,
         schedule=tuple(config.schedule or settings.delivery.schedule),
+        lease=3 * config.timeout + 5 + settings.delivery.rate_limit_wait,
+        recheck=breaker.open_for / 2,
+        rate_recheck=max(1.0, settings.delivery.rate_limit_wait, 1 / config.rate_limit) if config.rate_limit else 1.0,
     )
 
 

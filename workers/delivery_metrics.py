@@ -41,13 +41,16 @@ class DeliveryStateCollector(Collector):
             labels=["destination"],
         )
         try:
-            sizes = self._dead_letter.sizes(self._destinations)
+            # Also destinations removed from the config: their deliveries wait in the dead letter too.
+            with_entries = sorted(set(self._destinations) | set(self._dead_letter.destinations()))
+            sizes = self._dead_letter.sizes(with_entries)
             states = breaker_states(self._redis, self._destinations)
         except redis.RedisError as exc:
             # A scrape must not fail because Redis is down; the gauges are left out instead.
             log.warning("metrics.delivery_state_read_failed", reason=type(exc).__name__)
             return
+        for destination, count in sizes.items():
+            size.add_metric([destination], count)
         for destination in self._destinations:
-            size.add_metric([destination], sizes.get(destination, 0))
             state.add_metric([destination], BREAKER_STATE_VALUES[states.get(destination, "closed")])
         yield from (size, state)

@@ -1,9 +1,13 @@
-"""Putting delivery jobs on the delivery queue: once per delivery id, and again later for retries.
+"""Putting delivery jobs on the delivery queue, each attempt at most once.
 
-The fan-out of an event writes, per destination, a marker and the first job of the delivery in
-one script: a rerun of ``process_event`` (a worker killed after the fan-out, say) finds the
-markers and enqueues nothing twice. Later attempts are scheduled under their own job ids with
-rq's ``unique`` flag, so a rerun of one attempt cannot start a second chain of retries.
+Every enqueue writes a marker with the job in one script (shared with the intake through
+``service/rqcommands.py``); a marker that exists means the job was enqueued before, and
+nothing is written. The fan-out of an event marks each delivery id, for as long as the ingress
+remembers the event, so a rerun of ``process_event`` enqueues no delivery twice. A retry or a
+deferral marks its attempt's job id, so a rerun of an attempt (a worker killed after it
+scheduled the next one) cannot start a second chain of attempts, even after the finished job
+itself is gone: delivery jobs are deleted once they finish, because each holds a copy of the
+payload.
 """
 
 from __future__ import annotations
@@ -15,7 +19,6 @@ from typing import Any
 
 import redis
 from rq import Queue, Retry
-from rq.exceptions import DuplicateJobError
 from rq.serializers import JSONSerializer
 
 from service.rqcommands import RUN_PACKED, captured_commands, command_builder, pack_commands
@@ -23,10 +26,13 @@ from service.settings import Settings
 from workers.delivery_job import DELIVER, DeliveryJob, delivery_key
 
 MARKER_PREFIX = "capture-relay:fanout:"
+ATTEMPT_MARKER_PREFIX = "capture-relay:attempt:"
+# Longer than rq's retries of an abandoned attempt take (Retry intervals below sum to ~43 min).
+ATTEMPT_MARKER_TTL = 3 * 3600
 
-# KEYS: n markers. ARGV: n, marker ttl, then per delivery its packed enqueue commands.
+# KEYS: n markers. ARGV: n, marker ttl, then per job its packed enqueue commands.
 # The marker is written after its job, so a failed enqueue leaves no marker behind.
-_FAN_OUT = (
+_ENQUEUE_ONCE = (
     RUN_PACKED
     + """
 local n, ttl = tonumber(ARGV[1]), tonumber(ARGV[2])
@@ -52,7 +58,8 @@ class DeliveryPolicy:
     queue: str
     job_timeout: int
     marker_ttl: int
-    result_ttl: int = 600
+    # Finished delivery jobs are deleted at once: each holds a copy of the payload.
+    result_ttl: int = 0
     failure_ttl: int = 14 * 86400
 
     @classmethod
@@ -76,7 +83,7 @@ class DeliveryQueue:
         self._queue = Queue(policy.queue, connection=connection, serializer=JSONSerializer)
         self._builder = command_builder()
         self._builder_queue = Queue(policy.queue, connection=self._builder, serializer=JSONSerializer)
-        self._fan_out = connection.register_script(_FAN_OUT)
+        self._enqueue_once = connection.register_script(_ENQUEUE_ONCE)
 
     @property
     def name(self) -> str:
@@ -85,36 +92,35 @@ class DeliveryQueue:
 
     def fan_out(self, jobs: Sequence[DeliveryJob]) -> list[bool]:
         """Enqueue the first job of each delivery not enqueued before; True where it was new."""
+        markers = [MARKER_PREFIX + delivery_key(job.delivery_id) for job in jobs]
+        return self._once(markers, [(job, 0.0) for job in jobs], self._policy.marker_ttl)
+
+    def schedule(self, job: DeliveryJob, delay: float) -> bool:
+        """Enqueue ``job`` to run after ``delay`` seconds (now if 0); False if that attempt was enqueued before."""
+        return self._once([ATTEMPT_MARKER_PREFIX + job.job_id], [(job, delay)], ATTEMPT_MARKER_TTL)[0]
+
+    def _once(self, markers: list[str], jobs: list[tuple[DeliveryJob, float]], ttl: int) -> list[bool]:
         if not jobs:
             return []
         if self._builder_queue.redis_server_version is None:
             self._builder_queue.redis_server_version = self._queue.get_redis_server_version()
-        markers = [MARKER_PREFIX + delivery_key(job.delivery_id) for job in jobs]
-        packed = [pack_commands(self._commands(job)) for job in jobs]
-        fresh = self._fan_out(keys=markers, args=[len(jobs), self._policy.marker_ttl, *packed])
+        packed = [pack_commands(self._commands(job, delay)) for job, delay in jobs]
+        fresh = self._enqueue_once(keys=markers, args=[len(jobs), ttl, *packed])
         return [bool(flag) for flag in fresh]
 
-    def schedule(self, job: DeliveryJob, delay: float) -> bool:
-        """Enqueue ``job`` to run after ``delay`` seconds (now if 0); False if that attempt already exists."""
+    def _commands(self, job: DeliveryJob, delay: float) -> list[tuple[object, ...]]:
         options = self._options(job)
-        try:
-            if delay <= 0:
-                self._queue.enqueue_call(DELIVER, args=(job.to_dict(),), unique=True, **options)
-            else:
-                # enqueue_at names the timeout job_timeout; any other unknown name would reach deliver().
-                at = datetime.now(UTC) + timedelta(seconds=delay)
-                options["job_timeout"] = options.pop("timeout")
-                self._queue.enqueue_at(at, DELIVER, args=(job.to_dict(),), unique=True, **options)
-        except DuplicateJobError:
-            return False
-        return True
-
-    def _commands(self, job: DeliveryJob) -> list[tuple[object, ...]]:
+        if delay <= 0:
+            return captured_commands(
+                self._builder,
+                lambda pipe: self._builder_queue.enqueue_call(DELIVER, args=(job.to_dict(),), pipeline=pipe, **options),
+            )
+        # enqueue_at names the timeout job_timeout; any other unknown name would reach deliver().
+        options["job_timeout"] = options.pop("timeout")
+        at = datetime.now(UTC) + timedelta(seconds=delay)
         return captured_commands(
             self._builder,
-            lambda pipe: self._builder_queue.enqueue_call(
-                DELIVER, args=(job.to_dict(),), pipeline=pipe, **self._options(job)
-            ),
+            lambda pipe: self._builder_queue.enqueue_at(at, DELIVER, args=(job.to_dict(),), pipeline=pipe, **options),
         )
 
     def _options(self, job: DeliveryJob) -> dict[str, Any]:

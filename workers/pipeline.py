@@ -30,12 +30,13 @@ from workers.changes import Change, diff, from_attributes
 from workers.context import WorkerContext
 from workers.delivery_job import DeliveryJob, delivery_id_for
 from workers.payload import build_payload
-from workers.rules import CompiledRoute, Facts, FetchPlan
+from workers.rules import CompiledRoute, Facts, FetchPlan, effective_entity_type
 
 log = structlog.get_logger(__name__)
 
 Record = dict[str, Any]
 _ONE_MICROSECOND = timedelta(microseconds=1)
+_TOE_PRECISION = timedelta(seconds=1)
 # Later than any lastUpdated, and exact in a double, in JSON and in Redis.
 DELETED_VERSION = 9e15
 
@@ -71,6 +72,8 @@ def process(event: Event, ctx: WorkerContext) -> str:
 
 def _process(event: Event, ctx: WorkerContext) -> tuple[str, int]:
     rules = ctx.rules
+    # Legacy events may not say their entity type: it is the one the Capture client reads.
+    event = replace(event, entity_type=effective_entity_type(event.entity_type, ctx.settings))
     candidates = rules.candidates(event.type, event.entity_type)
     if not candidates:
         return "unrouted", 0
@@ -121,17 +124,19 @@ def fetch_state(event: Event, plan: FetchPlan, capture: CaptureClient | None) ->
 
 
 def _previous_version(event: Event, record: Record, capture: CaptureClient) -> Record | None:
-    # The version just before the change. The event's toe is the better anchor: the record
-    # may have changed again since, and those later changes are included either way.
+    # The version just before the change. The event's toe is the better anchor: the record may
+    # have changed again since, and those later changes are included either way. But toe has
+    # whole seconds and another clock than lastUpdated, so it is moved a second earlier: an
+    # anchor too early only adds changes (a route may match once more), one too late hides them.
     anchors = [parse_capture_timestamp(record.get("lastUpdated"))]
     if event.occurred_at is not None:
-        anchors.append(datetime.fromtimestamp(event.occurred_at, UTC))
-    known = [anchor for anchor in anchors if anchor is not None]
+        anchors.append(datetime.fromtimestamp(event.occurred_at, UTC) - _TOE_PRECISION)
+    known = [anchor - _ONE_MICROSECOND for anchor in anchors if anchor is not None]
     record_id = record.get("id")
     if not known or not isinstance(record_id, int):
         return None
     try:
-        return capture.version(record_id, min(known) - _ONE_MICROSECOND, entity_type=event.entity_type)
+        return capture.version(record_id, min(known), entity_type=event.entity_type)
     except RecordNotFoundError:
         return None  # no version before this one: the record was created by this change
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import random
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,11 +19,11 @@ from rq.serializers import JSONSerializer
 from service.metrics import WorkerMetrics
 from service.settings import Settings, from_mapping
 from workers.breaker import CircuitBreaker
-from workers.capture_limits import CallLimiter
 from workers.deadletter import DeadLetter
 from workers.delivery import DeliveryEngine, Lane
 from workers.delivery_job import DeliveryJob, delivery_id_for
 from workers.delivery_queue import DeliveryPolicy, DeliveryQueue
+from workers.limits import CallLimiter
 from workers.sinks.base import Outgoing, SinkError
 
 SCHEDULE = (0.0, 10.0, 100.0)
@@ -97,7 +98,16 @@ def _harness(
     sink = sink or ScriptedSink()
     breaker = CircuitBreaker(connection, "crm", settings.delivery.breaker)
     metrics = WorkerMetrics(CollectorRegistry())
-    lane = Lane(name="crm", sink=sink, breaker=breaker, limiter=limiter, schedule=SCHEDULE)
+    lane = Lane(
+        name="crm",
+        sink=sink,
+        breaker=breaker,
+        limiter=limiter,
+        schedule=SCHEDULE,
+        lease=30,
+        recheck=15,
+        rate_recheck=60,
+    )
     engine = DeliveryEngine(
         connection=connection,
         settings=settings,
@@ -113,9 +123,9 @@ def _job(event_id: str = "evt-1", destination: str = "crm", **changes: Any) -> D
     return DeliveryJob(
         delivery_id=delivery_id_for(event_id, destination),
         destination=destination,
-        route="everything",
+        route=changes.pop("route", "everything"),
         event_id=event_id,
-        event_type="entityUpdated",
+        event_type=changes.pop("event_type", "entityUpdated"),
         uuid="0b5e3a4c-0000-4000-8000-000000000001",
         version=changes.pop("version", 1000.0),
         occurred_at=None,
@@ -176,10 +186,13 @@ def test_while_the_breaker_is_open_deliveries_wait_without_using_attempts(harnes
     harness.engine.attempt(_job("evt-1"))
     harness.engine.attempt(_job("evt-2"))
     assert harness.breaker.state() == "open"
+    before = time.time()
     assert harness.engine.attempt(_job("evt-3")) == "deferred"
     assert len(harness.sink.sent) == 2  # evt-3 was not sent
-    deferred = next(job for job, _due in harness.scheduled() if job.event_id == "evt-3")
+    deferred, due = next((job, due) for job, due in harness.scheduled() if job.event_id == "evt-3")
     assert (deferred.attempt, deferred.seq) == (1, 1)
+    # It asks again when the breaker half-opens (open_for 30 s), not every second meanwhile.
+    assert due >= before + 15 - 1
 
 
 def test_a_removed_destination_keeps_its_deliveries_in_the_dead_letter(harness: Harness) -> None:
@@ -210,9 +223,11 @@ def test_a_rate_limited_delivery_is_deferred(redis_client: redis.Redis) -> None:
     limiter = CallLimiter(redis_client, name="destination:crm", max_concurrency=100, rate=0.01, burst=1, lease=10)
     harness = _harness(redis_client, settings, limiter)
     assert harness.engine.attempt(_job("evt-1")) == "delivered"
+    before = time.time()
     assert harness.engine.attempt(_job("evt-2")) == "deferred"  # the next turn is 100 s away
-    [(job, _due)] = harness.scheduled()
+    [(job, due)] = harness.scheduled()
     assert (job.event_id, job.attempt) == ("evt-2", 1)
+    assert due >= before + 60 - 1  # the lane's rate_recheck: no churn through the queue meanwhile
 
 
 def test_nothing_of_the_payload_reaches_the_log(harness: Harness, log_output: io.StringIO) -> None:
@@ -223,3 +238,39 @@ def test_nothing_of_the_payload_reaches_the_log(harness: Harness, log_output: io
     assert "delivery.retry_scheduled" in lines
     assert "delivery.dead_lettered" in lines
     assert "private@example.com" not in lines
+
+
+def test_another_delivery_of_the_profile_waits_while_one_is_being_sent(harness: Harness) -> None:
+    """Check and send do not interleave: v1 being sent slowly holds back v2 until v1's outcome
+    is recorded, so v1 can never land after v2."""
+    in_send = threading.Event()
+    release = threading.Event()
+
+    class Slow(ScriptedSink):
+        def send(self, outgoing: Outgoing) -> None:
+            in_send.set()
+            release.wait(10)
+            super().send(outgoing)
+
+    slow = _harness(harness.redis, harness.settings, sink=Slow())
+    first = threading.Thread(target=slow.engine.attempt, args=(_job("evt-v1", version=1000.0),))
+    first.start()
+    assert in_send.wait(10)
+    assert slow.engine.attempt(_job("evt-v2", version=2000.0)) == "deferred"
+    release.set()
+    first.join(10)
+    [(later, _due)] = slow.scheduled()
+    assert later.event_id == "evt-v2"
+    assert slow.engine.attempt(later) == "delivered"
+    assert [o.delivery_id for o in slow.sink.sent] == ["evt-v1:crm", "evt-v2:crm"]
+
+
+def test_each_route_has_its_own_versions_but_a_deletion_ends_them_all(harness: Harness) -> None:
+    """A newer delivery of the email route does not make the names route's retry stale; a
+    deletion makes every later delivery of the profile stale."""
+    assert harness.engine.attempt(_job("evt-email", route="emails", version=3000.0)) == "delivered"
+    assert harness.engine.attempt(_job("evt-names", route="names", version=2000.0)) == "delivered"
+    assert harness.engine.attempt(_job("evt-gone", route="mirror", event_type="entityDeleted", version=9e15)) == (
+        "delivered"
+    )
+    assert harness.engine.attempt(_job("evt-late", route="names", version=4000.0)) == "stale"

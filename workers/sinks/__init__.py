@@ -8,19 +8,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
-from typing import Any
 
 from service.routing_config import Destination
 from workers.sinks.base import Outgoing, Sink, SinkError
-from workers.sinks.http import HttpSink
+from workers.sinks.http import DEFAULT_MAX_CONNECTIONS, HttpSink
 
 __all__ = ["SINK_TYPES", "Outgoing", "Sink", "SinkError", "open_sink"]
 
 # Each destination ``type:`` and what opens its sink from (name, config section).
-SINK_TYPES: Mapping[str, Callable[[str, Any], Sink]] = MappingProxyType({"http": HttpSink})
+SINK_TYPES: Mapping[str, Callable[..., Sink]] = MappingProxyType({"http": HttpSink})
 
 
-def open_sink(name: str, config: Destination) -> Sink:
+def open_sink(name: str, config: Destination, *, max_connections: int = DEFAULT_MAX_CONNECTIONS) -> Sink:
     """Open the sink of destination ``name``; the caller closes it when the worker stops.
 
     Raises:
@@ -31,4 +30,5 @@ def open_sink(name: str, config: Destination) -> Sink:
     except KeyError:
         known = ", ".join(sorted(SINK_TYPES))
         raise ValueError(f"destinations.{name}.type: {config.type!r} has no sink; known types: {known}") from None
-    return factory(name, config)
+    # Connections per sink: one per worker thread, so no send waits for a free one.
+    return factory(name, config, max_connections=max_connections)

@@ -79,6 +79,8 @@ class HttpSink:
         self._owns_client = client is None
         self._client = client if client is not None else _open_client(config.timeout, max_connections)
         self._user_agent = f"capture-relay/{version('capture-relay')}"
+        # What a receiver might echo back that must not reach a log or the dead letter.
+        self._secrets = _configured_secrets(config)
 
     def send(self, outgoing: Outgoing) -> None:
         """POST ``outgoing.payload`` once; return when the receiver answered 2xx.
@@ -91,7 +93,7 @@ class HttpSink:
             status, headers, answer = self._exchange(body, self._headers(outgoing.delivery_id, body))
         except httpx2.TransportError as exc:
             raise self._transport_error(exc) from exc
-        excerpt = "" if 200 <= status < 300 else _excerpt(answer, outgoing.payload)
+        excerpt = "" if 200 <= status < 300 else _excerpt(answer, outgoing.payload, self._secrets)
         failure = classify(status, headers, excerpt, now=self._clock(), url=self._config.url)
         if failure is not None:
             raise failure
@@ -210,13 +212,30 @@ def _read_capped(chunks: Iterator[bytes], deadline: float) -> bytes:
     return bytes(answer[:ANSWER_CAP])
 
 
-def _excerpt(answer: bytes, payload: dict[str, Any]) -> str:
-    # A receiver may echo what it rejected ("invalid email 'jane@…'"); the excerpt goes to logs
-    # and the dead letter, so the payload's values are masked before the text is cut short.
+def _excerpt(answer: bytes, payload: dict[str, Any], secrets: frozenset[str] = frozenset()) -> str:
+    # A receiver may echo what it rejected ("invalid email 'jane@…'", "bad key sk_live_…", the
+    # URL with its token); the excerpt goes to logs and the dead letter, so the payload's values
+    # and the destination's secrets are masked before the text is cut short.
     text = answer.decode("utf-8", "replace")
-    for value in sorted(set(_payload_values(payload)), key=len, reverse=True):
+    for value in sorted(set(_payload_values(payload)) | secrets, key=len, reverse=True):
         text = text.replace(value, REDACTED)
     return _one_line(text)
+
+
+def _configured_secrets(config: HttpDestination) -> frozenset[str]:
+    """Header values (and the tokens inside them), signing secrets, and the URL's query and user info."""
+    found: set[str] = set()
+    for secret in config.headers.values():
+        value = secret.reveal()
+        found.add(value)
+        found.update(part for part in value.split() if len(part) >= 6)  # "Bearer <token>"
+    for secret in config.signing_secret:
+        value = secret.reveal()
+        found.update((value, value.removeprefix("whsec_")))
+    parts = urlsplit(config.url)
+    found.update(value for value in (parts.query, parts.username, parts.password, config.url) if value)
+    found.update(value for pair in parts.query.split("&") for value in pair.split("=")[1:] if len(value) >= 6)
+    return frozenset(value for value in found if len(value) >= 3)
 
 
 def _one_line(text: str) -> str:

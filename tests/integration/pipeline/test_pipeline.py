@@ -5,6 +5,7 @@ routes and delivers to a recording HTTP receiver, signed as Standard Webhooks.""
 from __future__ import annotations
 
 import hashlib
+import time
 from pathlib import Path
 
 import pytest
@@ -12,10 +13,13 @@ import redis
 from standardwebhooks.webhooks import Webhook
 
 from capture_relay.embedded_redis import RedisServer
+from service.events import Event
 from tests.support.pipeline import SECRET, running_stack
+from workers import context
 from workers.breaker import CircuitBreaker
 from workers.deadletter import DeadLetter
 from workers.delivery_queue import DeliveryPolicy, DeliveryQueue
+from workers.pipeline import process
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -209,3 +213,32 @@ def test_an_update_retried_after_the_deletion_does_not_bring_the_profile_back(
         answered = [(r.status, r.payload["type"]) for r in stack.receiver.on("/crm")]
 
     assert answered == [(204, "entityCreated"), (503, "entityUpdated"), (204, "entityDeleted")]
+
+
+def test_a_legacy_event_without_entity_type_is_of_the_capture_entity_type(
+    tmp_path: Path, redis_server: RedisServer, redis_client: redis.Redis
+) -> None:
+    """Legacy webhooks may not name the entity type: routes see capture.entity_type (user), so a
+    route for another entity type does not take the event."""
+    routes = [
+        {"name": "employees", "entity_type": "employee", "to": ["bus"]},
+        {"name": "users", "entity_type": "user", "to": ["crm"]},
+    ]
+    with running_stack(tmp_path, redis_server.url, routes=routes) as stack:
+        uuid = stack.create({"email": "legacy@example.com"})["uuid"]
+        event = Event(
+            event_id="legacy-1",
+            delivery_id="legacy-1",
+            source="legacy",
+            type="entityUpdated",
+            entity_type=None,
+            uuid=uuid,
+            received_at=time.time(),
+        )
+        assert process(event, context.current()) == "routed"
+        stack.drain()
+        delivered = stack.receiver.delivered("/crm")
+
+    assert stack.receiver.delivered("/bus") == []  # neither the legacy event nor the v3 creation
+    [legacy] = [r.payload for r in delivered if r.payload["event_id"] == "legacy-1"]
+    assert (legacy["entity_type"], legacy["uuid"]) == ("user", uuid)

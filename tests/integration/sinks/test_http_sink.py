@@ -352,6 +352,25 @@ def test_payload_values_never_appear_in_errors(receiver: tuple[Receiver, str], m
     assert "[redacted]" in error.detail
 
 
+def test_secrets_echoed_by_the_receiver_never_appear_in_errors(
+    receiver: tuple[Receiver, str], make_sink: SinkFactory
+) -> None:
+    """A 401 that quotes the API key header, the signing secret or the URL's token is masked:
+    the detail goes to logs and the dead letter."""
+    _, base_url = receiver
+    secret = new_secret()
+    url = f"{base_url}/hook?token=s3cr3t-query-token"
+    receiver[0].answer = Answer(401, f"invalid key sk_live_ABCDEF123456 (secret {secret}) for {url}".encode())
+    sink = make_sink(url=url, headers={"Authorization": "Bearer sk_live_ABCDEF123456"}, signing_secret=secret)
+
+    error = send_failing(sink)
+
+    text = f"{error} {error!r} {error.detail}"
+    for value in ("sk_live_ABCDEF123456", secret.removeprefix("whsec_"), "s3cr3t-query-token"):
+        assert value not in text
+    assert error.detail.startswith("HTTP 401: invalid key [redacted]")
+
+
 # -- no answer ------------------------------------------------------------------------------
 
 
