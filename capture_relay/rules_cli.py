@@ -21,9 +21,17 @@ from capture_relay.config_args import config_option, settings_from
 from service.events import Event
 from service.routing_config import Route
 from service.settings import Settings
-from workers.changes import Change, diff, from_attributes, path_covers
-from workers.payload import build_payload
-from workers.rules import FETCHED_EVENTS, CompiledRoute, Facts, FetchPlan, RuleBook, root_names
+from workers.changes import Change, diff, from_attributes, is_within, path_covers
+from workers.payload import build_payload, renamed_path
+from workers.rules import (
+    FETCHED_EVENTS,
+    CompiledRoute,
+    Facts,
+    FetchPlan,
+    RuleBook,
+    effective_entity_type,
+    root_names,
+)
 
 EXIT_OK, EXIT_USAGE = 0, 2
 _CHANGE_EVENTS = frozenset({"entityCreated", "entityUpdated"})
@@ -140,12 +148,42 @@ def _route_warnings(route: Route) -> list[str]:
                 f"route {name}: when reads {', '.join(strays)}, which is not one of event, record, previous, "
                 f"changes, so it is always null (did you mean record.{strays[0]}?)"
             )
-    if route.fields is not None:
-        fields = route.fields
-        for key, paths in (("hash", route.hash), ("rename", list(route.rename)), ("drop", route.drop)):
-            for path in paths:
-                if not any(path_covers(field, path) for field in fields):
-                    problems.append(f"route {name}: {key} {path} is outside fields, so it has no effect")
+    problems.extend(_shaping_warnings(route))
+    return problems
+
+
+def _shaping_warnings(route: Route) -> list[str]:
+    """``hash``, ``rename`` and ``drop`` paths that name nothing the payload has at their step."""
+    name = repr(route.name)
+    # drop runs after rename: a path renamed away is gone by then, and what it named is sent under the new name.
+    renamed_away = [
+        path
+        for path in route.drop
+        if any(is_within(path, old) for old in route.rename)
+        and not any(path_covers(new, path) for new in route.rename.values())
+    ]
+    problems = [
+        f"route {name}: drop {path} names a path that rename moves away; drop runs after rename, "
+        "so it has no effect (name the new path)"
+        for path in renamed_away
+    ]
+    if route.fields is None:
+        return problems
+    fields = route.fields
+    for key, paths in (("hash", route.hash), ("rename", list(route.rename))):
+        problems.extend(
+            f"route {name}: {key} {path} is outside fields, so it has no effect"
+            for path in paths
+            if not any(path_covers(field, path) for field in fields)
+        )
+    # What fields keeps, under the names it has after rename.
+    kept = [renamed_path(field, route.rename) for field in fields]
+    kept += [new for old, new in route.rename.items() if any(path_covers(field, old) for field in fields)]
+    problems.extend(
+        f"route {name}: drop {path} is outside fields (after rename), so it has no effect"
+        for path in route.drop
+        if path not in renamed_away and not any(path_covers(field, path) for field in kept)
+    )
     return problems
 
 
@@ -196,26 +234,20 @@ def run_explain(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
 def explain(
     settings: Settings, event: Event, record: dict[str, Any] | None, previous: dict[str, Any] | None
 ) -> dict[str, Any]:
-    """What the pipeline would do with ``event``, as one JSON-able report."""
+    """What the pipeline would do with ``event``, as one JSON-able report.
+
+    ``record`` and ``previous`` stand for what Capture would answer; each is used only where the
+    worker would fetch it (a note says when one is ignored), so the payloads are exactly the
+    worker's.
+    """
     book = RuleBook.from_settings(settings)
-    entity_type = event.entity_type or (settings.capture.entity_type if settings.capture else None)
+    entity_type = effective_entity_type(event.entity_type, settings)
     candidates = book.candidates(event.type, entity_type)
     plan = book.fetch_plan(candidates, event)
     notes = []
-    if event.type not in FETCHED_EVENTS:
-        if record is not None or previous is not None:
-            notes.append(f"{event.type} events fetch no record: --record and --previous are ignored")
-        record = previous = None
-    else:
-        if record is None:
-            notes.append("no --record: the record is taken as null")
-        if previous is not None and not plan.previous:
-            notes.append(
-                "the worker would not fetch the previous version for this event, so its changes would "
-                "carry no old values; --previous is used here anyway"
-            )
-        # What the worker would have: only the planned attributes (the payload is the same either way).
-        record, previous = plan.trim(record), plan.trim(previous)
+    if not event.entity_type and entity_type:
+        notes.append(f"the event names no entity type: routes take it as capture.entity_type {entity_type}")
+    record, previous = _as_fetched(event, plan, record, previous, notes)
     facts = Facts(event.to_dict(), record, previous, _changes(event, record, previous, notes))
     delivering = {compiled.name: destinations for compiled, destinations in book.routes_for(candidates, facts)}
     candidate_names = {compiled.name for compiled in candidates}
@@ -235,20 +267,48 @@ def explain(
     return {"event": event.to_dict(), "fetch": _plan(plan), "notes": notes, "routes": routes, "deliveries": deliveries}
 
 
+def _as_fetched(
+    event: Event, plan: FetchPlan, record: dict[str, Any] | None, previous: dict[str, Any] | None, notes: list[str]
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The record and previous version as the worker would have them: only what it fetches, trimmed alike."""
+    if not plan.fetch:
+        if record is not None or previous is not None:
+            why = (
+                f"{event.type} events fetch no record"
+                if event.type not in FETCHED_EVENTS
+                else "no route is a candidate, so the worker fetches nothing"
+            )
+            notes.append(f"{why}: --record and --previous are ignored")
+        return None, None
+    if record is None:
+        notes.append("no --record: the record is taken as null")
+    if previous is not None and not plan.previous:
+        why = (
+            "a created record has none"
+            if event.type == "entityCreated"
+            else "no candidate route needs old values the event does not carry"
+        )
+        notes.append(f"the worker would not fetch the previous version ({why}): --previous is ignored")
+        previous = None
+    elif previous is None and plan.previous:
+        notes.append("the worker would fetch the previous version: without --previous, none is taken to exist")
+    # The worker asks Capture for the planned attributes only, and cuts the version to match.
+    return plan.trim(record), plan.trim(previous)
+
+
 def _changes(
     event: Event, record: dict[str, Any] | None, previous: dict[str, Any] | None, notes: list[str]
 ) -> dict[str, Change]:
-    # The same sources the pipeline uses, without the Capture calls.
-    if event.type not in FETCHED_EVENTS:
+    # The same sources, in the same order, as the pipeline, without the Capture calls.
+    if event.type == "entityCreated":
+        return diff(None, record)
+    if event.type != "entityUpdated":
         return {}
     if previous is not None:
         return diff(previous, record)
-    if event.attributes:
-        return from_attributes(event.attributes, record)
-    if event.type == "entityCreated":
-        return diff(None, record)
-    notes.append("no --previous and no attributes in the event: no changes are known")
-    return {}
+    if not event.attributes:
+        notes.append("no previous version and no attributes in the event: no changes are known")
+    return from_attributes(event.attributes, record)
 
 
 def _route_entry(

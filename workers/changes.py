@@ -3,21 +3,27 @@
 Capture's webhooks say which record changed, at best with the list of changed attribute paths
 (v3 ``entityUpdated``), never the values. The pipeline fetches the record, and the previous
 version when a route needs old values; :func:`diff` turns the two into leaf changes. Objects are
-walked into (``primaryAddress.city``); plurals (lists) and scalars are leaves, compared whole.
+walked into (``primaryAddress.city``); plurals (lists) and scalars are leaves, compared whole, so
+a change's path never goes into a plural: a change inside one is a change of the whole plural.
 
-Paths never index into lists: a plural is one value, as Capture's own ``attributes`` lists treat it.
+A route's paths may go through plurals (``profiles.identifier``): they then name that attribute in
+*each element* of the plural. :func:`project` keeps it in every element; :func:`changed_at` asks
+whether it differs between two versions of a plural. Paths never index into a plural.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
 from workers.capture_api import Record
 
 # Marks "no such path", which differs from a path whose value is null.
 _MISSING: Any = object()
+
+# Dot paths as a tree of names, in the order first given: ``None`` takes the value there whole.
+PathTree: TypeAlias = dict[str, "PathTree | None"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,8 +90,29 @@ def same(a: Any, b: Any) -> bool:
 
 
 def from_attributes(paths: Sequence[str], record: Record | None) -> dict[str, Change]:
-    """Changes known only from an event's ``attributes`` list: the old values are unknown."""
-    return {path: Change(None, value_at(record, path), old_known=False) for path in paths}
+    """Changes known only from an event's ``attributes`` list: the old values are unknown.
+
+    A path through a plural (``profiles.identifier``) is a change of the whole plural
+    (``profiles``), as in :func:`diff`, so that change paths never go into a plural.
+    """
+    changes: dict[str, Change] = {}
+    for path in paths:
+        cut = plural_cut(record, path)
+        changes[cut] = Change(None, value_at(record, cut), old_known=False)
+    return changes
+
+
+def plural_cut(record: Mapping[str, Any] | None, path: str) -> str:
+    """``path`` cut after the first plural it goes through in ``record`` (``profiles.identifier`` -> ``profiles``)."""
+    names = path.split(".")
+    value: Any = record
+    for index, name in enumerate(names[:-1]):
+        if not isinstance(value, dict) or name not in value:
+            break
+        value = value[name]
+        if isinstance(value, list):
+            return ".".join(names[: index + 1])
+    return path
 
 
 def path_covers(route_path: str, change_path: str) -> bool:
@@ -120,21 +147,66 @@ def value_at(record: Mapping[str, Any] | None, path: str, default: Any = None) -
 def project(record: Mapping[str, Any] | None, paths: Iterable[str]) -> dict[str, Any]:
     """A copy of ``record`` with only ``paths``, nesting kept; paths it does not have are left out.
 
-    Values are shared with ``record``, not copied: copy the result before changing it in place.
+    A path through a plural keeps the rest of the path in each element of it: ``profiles.domain``
+    gives ``{"profiles": [{"domain": ...}, ...]}``, one object per element (``{}`` for an element
+    without it); elements that are not objects are left out. Values taken whole are shared with
+    ``record``, not copied: copy the result before changing it in place.
     """
+    projected: dict[str, Any] = project_value(dict(record or {}), path_tree(paths))
+    return {} if projected is _MISSING else projected
+
+
+def path_tree(paths: Iterable[str]) -> PathTree:
+    """``paths`` as a tree of names; a path taken whole replaces any of its parts, in either order."""
+    tree: PathTree = {}
+    for path in paths:
+        node, (*parents, last) = tree, path.split(".")
+        for name in parents:
+            child = node.setdefault(name, {})
+            if child is None:
+                break  # an ancestor is taken whole already
+            node = child
+        else:
+            # In the order first given, so the payload's keys come in the order the route lists them.
+            node[last] = None
+    return tree
+
+
+def project_value(value: Any, tree: PathTree) -> Any:
+    """``value`` cut down to the paths of ``tree`` (see :func:`project`), or the missing marker.
+
+    The marker (:func:`is_missing`) means none of the paths is there: an object without any of
+    them, or a scalar or null where the paths expect an object. Never the values left out.
+    """
+    if isinstance(value, list):
+        # A plural: the same paths in each element, which stays even when it has none of them.
+        return [_project_item(item, tree) for item in value if isinstance(item, dict | list)]
+    if not isinstance(value, dict):
+        return _MISSING
     result: dict[str, Any] = {}
-    taken: list[str] = []
-    # In the order given, so the payload's keys come in the order the route lists them.
-    for path in dict.fromkeys(paths):
-        if any(is_within(path, done) for done in taken):
-            continue
-        value = value_at(record, path, _MISSING)
-        if value is _MISSING:
-            continue
-        # A path taken whole after some of its parts replaces them (the whole includes them).
-        taken.append(path)
-        put(result, path, value)
-    return result
+    for name, subtree in tree.items():
+        if name in value:
+            part = value[name] if subtree is None else project_value(value[name], subtree)
+            if part is not _MISSING:
+                result[name] = part
+    return result or _MISSING
+
+
+def _project_item(item: Any, tree: PathTree) -> Any:
+    projected = project_value(item, tree)
+    return {} if projected is _MISSING else projected
+
+
+def changed_at(change: Change, inner: str) -> bool:
+    """Whether a change of a whole value (object or plural) changed what lies at the relative path ``inner``.
+
+    For a plural that is the attribute in any element (``identifier`` of a ``profiles`` change).
+    When the old value is not known, it may have: ``True``.
+    """
+    if not change.old_known:
+        return True
+    tree = path_tree([inner])
+    return not same(project_value(change.old, tree), project_value(change.new, tree))
 
 
 def put(document: dict[str, Any], path: str, value: Any) -> None:

@@ -29,7 +29,7 @@ from service.events import Event
 from service.routing_config import Route
 from service.settings import Settings
 from workers.capture_api import Record
-from workers.changes import Change, path_covers, project
+from workers.changes import Change, changed_at, is_within, project
 
 # Attributes every fetch includes: the identity and the stale guard's clock.
 ALWAYS_FETCHED = ("id", "lastUpdated", "uuid")
@@ -180,6 +180,17 @@ def root_names(expression: str) -> set[str]:
     return names
 
 
+def effective_entity_type(event_entity_type: str | None, settings: Settings) -> str | None:
+    """The entity type routes filter an event on: its own, else the configured ``capture.entity_type``.
+
+    Legacy webhooks may name no entity type; the relay registers them for one, so the configured
+    one is what they are about. ``None`` only without either.
+    """
+    if event_entity_type:
+        return event_entity_type
+    return settings.capture.entity_type if settings.capture is not None else None
+
+
 class RuleBook:
     """The configured routes, compiled, in config order."""
 
@@ -194,9 +205,9 @@ class RuleBook:
     def candidates(self, event_type: str, entity_type: str | None) -> list[CompiledRoute]:
         """Routes whose ``on`` lists ``event_type`` and whose ``entity_type`` (if set) takes ``entity_type``.
 
-        A ``test`` event therefore only reaches routes that list ``test``. An event that names
-        no entity type passes any ``entity_type`` filter: the pipeline should pass the configured
-        ``capture.entity_type`` for such (legacy) events.
+        A ``test`` event therefore only reaches routes that list ``test``. An ``entity_type`` of
+        ``None`` passes any filter: pass :func:`effective_entity_type`, which gives legacy events
+        without one the configured ``capture.entity_type``.
         """
         return [
             compiled
@@ -272,7 +283,18 @@ def _evaluate(compiled: CompiledRoute, facts: Facts, data: _WhenData) -> Verdict
 
 
 def _changed(route_path: str, changes: dict[str, Change]) -> bool:
-    return route_path in changes or any(path_covers(route_path, path) for path in changes)
+    """Whether ``route_path`` changed: a change at or below it, or a change of a whole value around it.
+
+    Change paths never go into a plural, so a route path inside one (``profiles.identifier``)
+    meets the change of the whole plural; it counts when that attribute differs in some element
+    (or when the old value is not known). Likewise for a whole object replaced by a scalar.
+    """
+    for path, change in changes.items():
+        if is_within(path, route_path):
+            return True
+        if route_path.startswith(f"{path}.") and changed_at(change, route_path[len(path) + 1 :]):
+            return True
+    return False
 
 
 def truthy(value: Any) -> bool:

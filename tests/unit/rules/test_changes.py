@@ -7,7 +7,26 @@ from typing import Any
 import pytest
 
 from tests.unit.rules.factories import make_record
-from workers.changes import Change, diff, from_attributes, path_covers, pop, project, put, value_at
+from workers.changes import (
+    Change,
+    changed_at,
+    diff,
+    from_attributes,
+    is_missing,
+    path_covers,
+    path_tree,
+    plural_cut,
+    pop,
+    project,
+    project_value,
+    put,
+    value_at,
+)
+
+PROFILES = [
+    {"id": 1, "domain": "facebook.com", "identifier": "fb-123", "accessCredentials": {"token": "tok-1"}},
+    {"id": 2, "domain": "google.com", "identifier": "g-456"},
+]
 
 
 class TestDiff:
@@ -128,6 +147,33 @@ class TestFromAttributes:
             "primaryAddress": Change(None, record["primaryAddress"], old_known=False),
         }
 
+    def test_a_path_through_a_plural_is_a_change_of_the_whole_plural(self) -> None:
+        """Change paths never go into a plural: profiles.identifier is reported as profiles, once."""
+        record = make_record(profiles=PROFILES)
+
+        changes = from_attributes(["profiles.identifier", "profiles.domain", "email"], record)
+
+        assert changes == {
+            "profiles": Change(None, PROFILES, old_known=False),
+            "email": Change(None, "ann@example.com", old_known=False),
+        }
+
+    @pytest.mark.parametrize(
+        ("record", "path", "cut"),
+        [
+            pytest.param(make_record(profiles=PROFILES), "profiles.identifier", "profiles", id="plural"),
+            pytest.param({"a": {"p": [{"x": 1}]}}, "a.p.x.y", "a.p", id="plural-inside-an-object"),
+            pytest.param(make_record(profiles=PROFILES), "profiles", "profiles", id="the-plural-itself"),
+            pytest.param(make_record(), "primaryAddress.city", "primaryAddress.city", id="objects-only"),
+            pytest.param(make_record(), "profiles.identifier", "profiles.identifier", id="not-in-the-record"),
+            pytest.param({"a": "flat"}, "a.b", "a.b", id="scalar-on-the-way"),
+            pytest.param(None, "a.b", "a.b", id="no-record"),
+        ],
+    )
+    def test_plural_cut_stops_at_the_first_plural(self, record: dict[str, Any] | None, path: str, cut: str) -> None:
+        """The path is cut after the first list met in the record; without one it stays whole."""
+        assert plural_cut(record, path) == cut
+
     def test_paths_the_record_lacks_are_null(self) -> None:
         """A listed attribute the record does not have (or no record) changed to null."""
         assert from_attributes(["nickname"], make_record()) == {"nickname": Change(None, None, old_known=False)}
@@ -182,6 +228,104 @@ class TestPathHelpers:
 
         assert projected == {"primaryAddress": record["primaryAddress"]}
         assert record == make_record()
+
+    def test_project_keeps_the_listed_attributes_in_each_element_of_a_plural(self) -> None:
+        """A path through a plural keeps that attribute in every element, and only it."""
+        record = make_record(profiles=PROFILES)
+
+        projected = project(record, ["uuid", "profiles.identifier", "profiles.domain"])
+
+        assert projected == {
+            "uuid": record["uuid"],
+            "profiles": [
+                {"identifier": "fb-123", "domain": "facebook.com"},
+                {"identifier": "g-456", "domain": "google.com"},
+            ],
+        }
+
+    def test_project_into_a_plural_keeps_every_element_and_only_objects(self) -> None:
+        """An element without the attribute stays as {}; elements that are not objects are left out."""
+        record: dict[str, Any] = {"profiles": [{"domain": "x"}, "stray", {"identifier": "i"}, None], "tags": []}
+
+        projected = project(record, ["profiles.identifier", "tags.name"])
+
+        assert projected == {"profiles": [{}, {"identifier": "i"}], "tags": []}
+
+    def test_project_walks_nested_plurals_and_objects_in_elements(self) -> None:
+        """Plurals inside elements and objects inside elements are projected the same way."""
+        record: dict[str, Any] = {
+            "profiles": [
+                {"accounts": [{"name": "a", "secret": "s1"}], "address": {"city": "Oslo", "zip": "1"}},
+                {"accounts": [{"name": "b", "secret": "s2"}, {"secret": "s3"}]},
+            ]
+        }
+
+        projected = project(record, ["profiles.accounts.name", "profiles.address.city"])
+
+        assert projected == {
+            "profiles": [
+                {"accounts": [{"name": "a"}], "address": {"city": "Oslo"}},
+                {"accounts": [{"name": "b"}, {}]},
+            ]
+        }
+
+    @pytest.mark.parametrize(
+        "record",
+        [
+            pytest.param({"profiles": "a string"}, id="scalar"),
+            pytest.param({"profiles": None}, id="null"),
+            pytest.param({"profiles": {"domain": "x"}}, id="object-without-it"),
+            pytest.param({}, id="absent"),
+        ],
+    )
+    def test_project_leaves_out_a_path_that_meets_no_object(self, record: dict[str, Any]) -> None:
+        """A scalar or null where an object was expected is not sent: the path is not there."""
+        assert project(record, ["profiles.identifier"]) == {}
+
+    def test_project_value_says_missing_rather_than_null(self) -> None:
+        """project_value distinguishes "nothing there" from a null value that is there."""
+        tree = path_tree(["a"])
+
+        assert is_missing(project_value({"b": 1}, tree))
+        assert is_missing(project_value("flat", tree))
+        assert project_value({"a": None}, tree) == {"a": None}
+
+    def test_path_tree_takes_a_whole_path_over_its_parts(self) -> None:
+        """A path taken whole replaces its parts, whichever comes first; order of first mention is kept."""
+        assert path_tree(["a.b", "c", "a"]) == {"a": None, "c": None}
+        assert path_tree(["a", "a.b"]) == {"a": None}
+        assert list(path_tree(["c.x", "a", "c.y"])) == ["c", "a"]
+
+    @pytest.mark.parametrize(
+        ("change", "inner", "expected"),
+        [
+            pytest.param(
+                Change([{"identifier": "a", "domain": "x"}], [{"identifier": "a", "domain": "y"}]),
+                "identifier",
+                False,
+                id="other-attribute-changed",
+            ),
+            pytest.param(
+                Change([{"identifier": "a"}], [{"identifier": "b"}]), "identifier", True, id="attribute-changed"
+            ),
+            pytest.param(
+                Change([{"identifier": "a"}], [{"identifier": "a"}, {"identifier": "b"}]),
+                "identifier",
+                True,
+                id="element-added",
+            ),
+            pytest.param(Change(None, [{"identifier": "a"}]), "identifier", True, id="plural-appeared"),
+            pytest.param(
+                Change(None, [{"domain": "x"}], old_known=False), "identifier", True, id="old-unknown-may-have"
+            ),
+            pytest.param(Change({"b": 1}, "flat"), "b", True, id="object-replaced-by-scalar"),
+        ],
+    )
+    def test_changed_at_looks_at_the_attribute_in_each_element(
+        self, change: Change, inner: str, expected: bool
+    ) -> None:
+        """A plural's change counts for a path inside it only where that attribute differs."""
+        assert changed_at(change, inner) is expected
 
     def test_put_makes_objects_on_the_way(self) -> None:
         """put creates missing objects and replaces a non-object in the way."""

@@ -312,3 +312,214 @@ class TestShapeChanges:
             text = orjson.dumps(document).decode()
             assert "SECRET" not in text, text
         assert any(document["changes"] for document in documents)
+
+
+PROFILES: list[dict[str, Any]] = [
+    {"domain": "facebook.com", "identifier": "fb-123", "accessCredentials": {"accessToken": "tok-1"}},
+    {"domain": "google.com", "identifier": "g-456", "accessCredentials": {"accessToken": "tok-2"}},
+]
+OLD_PROFILES: list[dict[str, Any]] = [
+    {"domain": "facebook.com", "identifier": "fb-000", "accessCredentials": {"accessToken": "tok-0"}},
+]
+
+
+class TestPlurals:
+    def test_the_reported_route_hashes_and_drops_in_every_profile(self) -> None:
+        """fields [profiles], hash profiles.identifier, drop profiles.accessCredentials: nothing raw is sent."""
+        previous, record = make_record(profiles=OLD_PROFILES), make_record(profiles=PROFILES)
+        event = make_event(type="entityUpdated")
+        route = CompiledRoute.compile(
+            make_route(fields=["profiles"], hash=["profiles.identifier"], drop=["profiles.accessCredentials"])
+        )
+
+        payload = build_payload(event, "crm", route, Facts(event.to_dict(), record, previous, diff(previous, record)))
+
+        assert payload["record"] == {
+            "profiles": [
+                {"domain": "facebook.com", "identifier": _sha("fb-123")},
+                {"domain": "google.com", "identifier": _sha("g-456")},
+            ]
+        }
+        assert payload["changes"] == {
+            "profiles": {
+                "old": [{"domain": "facebook.com", "identifier": _sha("fb-000")}],
+                "new": payload["record"]["profiles"],
+            }
+        }
+        text = orjson.dumps(payload).decode()
+        for raw in ("fb-123", "g-456", "fb-000", "tok-0", "tok-1", "tok-2", "accessCredentials"):
+            assert raw not in text
+
+    def test_fields_through_a_plural_keep_those_attributes_per_element(self) -> None:
+        """fields [profiles.identifier] sends each profile's identifier and nothing else of it."""
+        shaped = shape_record(make_route(fields=["uuid", "profiles.identifier"]), make_record(profiles=PROFILES))
+
+        assert shaped == {"uuid": UUID, "profiles": [{"identifier": "fb-123"}, {"identifier": "g-456"}]}
+
+    def test_hash_and_drop_apply_to_each_element_and_nested_plurals(self) -> None:
+        """A path through two plurals reaches every element of both; an emptied element stays."""
+        record: dict[str, Any] = {
+            "profiles": [
+                {"accounts": [{"name": "a", "token": "t1"}, {"name": "b", "token": "t2"}]},
+                {"accounts": [{"token": "t3"}]},
+            ]
+        }
+        route = make_route(hash=["profiles.accounts.name"], drop=["profiles.accounts.token"])
+
+        shaped = shape_record(route, record)
+
+        assert shaped == {"profiles": [{"accounts": [{"name": _sha("a")}, {"name": _sha("b")}]}, {"accounts": [{}]}]}
+
+    def test_an_element_hashes_a_value_that_is_itself_an_object_whole(self) -> None:
+        """Whatever is at the path in an element is hashed whole, so no part of it is sent."""
+        shaped = shape_record(make_route(hash=["profiles.accessCredentials"]), {"profiles": PROFILES})
+
+        assert shaped is not None
+        assert [item["accessCredentials"] for item in shaped["profiles"]] == [
+            hash_value({"accessToken": "tok-1"}),
+            hash_value({"accessToken": "tok-2"}),
+        ]
+
+    @pytest.mark.parametrize(
+        "profiles",
+        [
+            pytest.param("a string", id="scalar-plural"),
+            pytest.param(["a string", 42, None], id="scalar-elements"),
+            pytest.param([{"identifier": None}], id="null-value"),
+        ],
+    )
+    def test_a_path_that_meets_a_scalar_leaves_it(self, profiles: Any) -> None:
+        """A scalar where an object was expected is not at the path: hash and drop leave it alone."""
+        route = make_route(hash=["profiles.identifier"], drop=["profiles.identifier.x"])
+
+        shaped = shape_record(route, {"profiles": profiles})
+
+        assert shaped == {"profiles": profiles}
+
+    def test_rename_within_a_plural_moves_inside_each_element(self) -> None:
+        """A new path through the same plural renames the attribute in every element."""
+        route = make_route(
+            fields=["profiles.identifier", "profiles.domain"], rename={"profiles.identifier": "profiles.id"}
+        )
+
+        shaped = shape_record(route, {"profiles": PROFILES})
+
+        assert shaped == {
+            "profiles": [{"domain": "facebook.com", "id": "fb-123"}, {"domain": "google.com", "id": "g-456"}]
+        }
+
+    def test_rename_out_of_a_plural_gathers_the_values_into_a_list(self) -> None:
+        """A new path outside the plural gets the elements' values, in order, as one list."""
+        record: dict[str, Any] = {"profiles": [*PROFILES, {"domain": "x.org"}]}
+        route = make_route(fields=["profiles.identifier", "profiles.domain"], rename={"profiles.identifier": "ids"})
+
+        shaped = shape_record(route, record)
+
+        assert shaped == {
+            "profiles": [{"domain": "facebook.com"}, {"domain": "google.com"}, {"domain": "x.org"}],
+            "ids": ["fb-123", "g-456"],
+        }
+
+    def test_a_renamed_plural_keeps_the_renames_inside_it(self) -> None:
+        """Renaming the plural and an attribute in it (by its old name) does both."""
+        route = make_route(
+            fields=["profiles.identifier"], rename={"profiles": "accounts", "profiles.identifier": "profiles.id"}
+        )
+
+        shaped = shape_record(route, {"profiles": PROFILES})
+
+        assert shaped == {"accounts": [{"id": "fb-123"}, {"id": "g-456"}]}
+
+    def test_renames_inside_a_plural_happen_at_once(self) -> None:
+        """Two attributes of each element can swap names."""
+        route = make_route(
+            fields=["profiles.identifier", "profiles.domain"],
+            rename={"profiles.identifier": "profiles.domain", "profiles.domain": "profiles.identifier"},
+        )
+
+        shaped = shape_record(route, {"profiles": PROFILES[:1]})
+
+        assert shaped == {"profiles": [{"domain": "fb-123", "identifier": "facebook.com"}]}
+
+    def test_a_plural_change_is_cut_down_to_the_fields_in_each_element(self) -> None:
+        """A whole-plural change keeps only the listed attributes of each element, old and new."""
+        changes = {"profiles": Change(OLD_PROFILES, PROFILES)}
+
+        shaped = shape_changes(make_route(fields=["profiles.identifier"]), changes)
+
+        assert shaped == {
+            "profiles": Change([{"identifier": "fb-000"}], [{"identifier": "fb-123"}, {"identifier": "g-456"}])
+        }
+
+    def test_a_plural_change_outside_the_kept_attributes_is_no_change(self) -> None:
+        """Only an attribute left out changed: after shaping nothing differs, so nothing is sent."""
+        old = [{"identifier": "a", "accessCredentials": "t1"}]
+        new = [{"identifier": "a", "accessCredentials": "t2"}]
+
+        by_fields = shape_changes(make_route(fields=["profiles.identifier"]), {"profiles": Change(old, new)})
+        by_drop = shape_changes(make_route(drop=["profiles.accessCredentials"]), {"profiles": Change(old, new)})
+
+        assert by_fields == {}
+        assert by_drop == {}
+
+    def test_a_plural_change_is_hashed_and_dropped_per_element(self) -> None:
+        """hash and drop inside a plural apply to each element of the old and the new list."""
+        route = make_route(hash=["profiles.identifier"], drop=["profiles.accessCredentials"])
+
+        shaped = shape_changes(route, {"profiles": Change(OLD_PROFILES, PROFILES)})
+
+        assert shaped == {
+            "profiles": Change(
+                [{"domain": "facebook.com", "identifier": _sha("fb-000")}],
+                [
+                    {"domain": "facebook.com", "identifier": _sha("fb-123")},
+                    {"domain": "google.com", "identifier": _sha("g-456")},
+                ],
+            )
+        }
+
+    def test_a_plural_change_with_unknown_old_keeps_new_only(self) -> None:
+        """From an attributes list the plural changes with old unknown; shaping keeps that."""
+        record = make_record(profiles=PROFILES)
+        route = make_route(fields=["profiles.identifier"], hash=["profiles.identifier"])
+
+        shaped = shape_changes(route, from_attributes(["profiles.identifier"], record))
+
+        assert shaped == {
+            "profiles": Change(None, [{"identifier": _sha("fb-123")}, {"identifier": _sha("g-456")}], old_known=False)
+        }
+
+    def test_a_plural_change_is_renamed_like_the_record(self) -> None:
+        """Renames inside the plural apply per element; one out of it gathers; the plural's own applies."""
+        route = make_route(
+            fields=["profiles.identifier", "profiles.domain"],
+            rename={"profiles": "accounts", "profiles.identifier": "profiles.id", "profiles.domain": "domains"},
+        )
+
+        shaped = shape_changes(route, {"profiles": Change(OLD_PROFILES, PROFILES)})
+        record = shape_record(route, {"profiles": PROFILES})
+
+        assert shaped == {
+            "accounts": Change([{"id": "fb-000"}], [{"id": "fb-123"}, {"id": "g-456"}]),
+            "domains": Change(["facebook.com"], ["facebook.com", "google.com"]),
+        }
+        assert record == {"accounts": [{"id": "fb-123"}, {"id": "g-456"}], "domains": ["facebook.com", "google.com"]}
+
+    def test_a_plural_inside_a_whole_object_change_is_reached(self) -> None:
+        """A whole-object change is split down to the plural, which is then shaped per element."""
+        old = {"profiles": [{"identifier": "a", "token": "t1"}], "note": "n1"}
+        new = {"profiles": [{"identifier": "b", "token": "t2"}], "note": "n2"}
+        route = make_route(hash=["social.profiles.identifier"], drop=["social.profiles.token"])
+
+        shaped = shape_changes(route, {"social": Change(old, new)})
+
+        assert shaped == {
+            "social.profiles": Change([{"identifier": _sha("a")}], [{"identifier": _sha("b")}]),
+            "social.note": Change("n1", "n2"),
+        }
+
+    def test_a_scalar_where_a_plural_was_expected_is_not_kept_by_fields_inside_it(self) -> None:
+        """fields [profiles.identifier] keeps no scalar value of profiles: it is not the identifier."""
+        shaped = shape_changes(make_route(fields=["profiles.identifier"]), {"profiles": Change("raw-1", "raw-2")})
+
+        assert shaped == {}

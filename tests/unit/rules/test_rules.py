@@ -9,7 +9,18 @@ import pytest
 from service.settings import from_mapping
 from tests.unit.rules.factories import make_event, make_record, make_route
 from workers.changes import Change, diff, from_attributes
-from workers.rules import CompiledRoute, Facts, FetchPlan, RuleBook, Verdict, root_names, truthy
+from workers.rules import (
+    CompiledRoute,
+    Facts,
+    FetchPlan,
+    RuleBook,
+    Verdict,
+    effective_entity_type,
+    root_names,
+    truthy,
+)
+
+CAPTURE = {"base_url": "https://myapp.us.janraincapture.com", "client_id": "id", "client_secret": "secret"}
 
 
 def _facts(
@@ -120,6 +131,49 @@ class TestCandidates:
         book = RuleBook.from_settings(settings)
 
         assert [route.name for route in book.routes] == ["a", "b"]
+
+
+class TestEffectiveEntityType:
+    @pytest.mark.parametrize(
+        ("capture", "event_type", "expected"),
+        [
+            pytest.param({"entity_type": "customer"}, "user", "user", id="the-event-says"),
+            pytest.param({"entity_type": "customer"}, None, "customer", id="legacy-takes-the-configured"),
+            pytest.param({"entity_type": "customer"}, "", "customer", id="empty-is-none"),
+            pytest.param({}, None, "user", id="configured-default-user"),
+            pytest.param(None, None, None, id="no-capture-section"),
+        ],
+    )
+    def test_an_event_without_entity_type_takes_capture_entity_type(
+        self, capture: dict[str, Any] | None, event_type: str | None, expected: str | None
+    ) -> None:
+        """The event's own entity type wins; a legacy event naming none gets capture.entity_type."""
+        data: dict[str, Any] = {"destinations": {"crm": {"type": "http", "url": "https://crm.example.com/hook"}}}
+        data["routes"] = [{"name": "deletes", "on": ["entityDeleted"], "to": ["crm"]}]
+        if capture is not None:
+            data["capture"] = {**CAPTURE, **capture}
+        settings = from_mapping(data, {})
+
+        assert effective_entity_type(event_type, settings) == expected
+
+    def test_a_legacy_event_is_filtered_on_the_configured_type(self) -> None:
+        """With the effective type, a route for another entity type no longer takes a legacy event."""
+        settings = from_mapping(
+            {
+                "capture": {**CAPTURE, "entity_type": "customer"},
+                "destinations": {"crm": {"type": "http", "url": "https://crm.example.com/hook"}},
+                "routes": [
+                    {"name": "users", "entity_type": "user", "to": ["crm"]},
+                    {"name": "customers", "entity_type": "customer", "to": ["crm"]},
+                ],
+            },
+            {},
+        )
+        book = RuleBook.from_settings(settings)
+
+        candidates = book.candidates("entityUpdated", effective_entity_type(None, settings))
+
+        assert [route.name for route in candidates] == ["customers"]
 
 
 class TestFetchPlan:
@@ -270,6 +324,37 @@ class TestEvaluate:
         facts = _facts(changes={change_path: Change(None, "x", old_known=False)})
 
         verdict = _verdict(facts, changed_any=[route_path])
+
+        assert verdict.matched is True
+
+    @pytest.mark.parametrize(
+        ("old", "new", "expected"),
+        [
+            pytest.param(
+                [{"identifier": "a", "domain": "x"}], [{"identifier": "b", "domain": "x"}], True, id="changed"
+            ),
+            pytest.param([{"identifier": "a"}], [{"identifier": "a"}, {"identifier": "b"}], True, id="element-added"),
+            pytest.param([{"identifier": "a"}], [], True, id="element-removed"),
+            pytest.param([{"identifier": "a", "domain": "x"}], [{"identifier": "a", "domain": "y"}], False, id="other"),
+        ],
+    )
+    def test_a_path_inside_a_plural_matches_when_that_attribute_changed(
+        self, old: list[dict[str, Any]], new: list[dict[str, Any]], expected: bool
+    ) -> None:
+        """The diff reports the whole plural; a path inside it matches if its attribute differs in some element."""
+        changes = diff(make_record(profiles=old), make_record(profiles=new))
+
+        any_verdict = _verdict(_facts(changes=changes), changed_any=["profiles.identifier"])
+        all_verdict = _verdict(_facts(changes=changes), changed_all=["profiles.identifier", "profiles"])
+
+        assert (any_verdict.matched, all_verdict.matched) == (expected, expected)
+
+    def test_a_path_inside_a_plural_matches_a_plural_named_in_the_attributes_list(self) -> None:
+        """Without old values (v3 attributes list) a change of the plural may have changed any part of it."""
+        record = make_record(profiles=[{"identifier": "a"}])
+        changes = from_attributes(["profiles.domain"], record)
+
+        verdict = _verdict(_facts(record, changes=changes), changed_any=["profiles.identifier"])
 
         assert verdict.matched is True
 

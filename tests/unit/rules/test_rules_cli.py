@@ -119,6 +119,16 @@ class TestCheck:
                 "route 'hash': hash email is outside fields, so it has no effect",
                 id="hash-outside-fields",
             ),
+            pytest.param(
+                [{"name": "drop", "fields": ["uuid"], "drop": ["profiles.accessCredentials"], "to": ["crm", "bus"]}],
+                "route 'drop': drop profiles.accessCredentials is outside fields (after rename), so it has no effect",
+                id="drop-outside-fields",
+            ),
+            pytest.param(
+                [{"name": "old", "rename": {"email": "mail"}, "drop": ["email"], "to": ["crm", "bus"]}],
+                "route 'old': drop email names a path that rename moves away; drop runs after rename",
+                id="drop-names-the-old-path",
+            ),
         ],
     )
     def test_warns_about_rules_that_cannot_work(
@@ -131,6 +141,53 @@ class TestCheck:
 
         assert status == 0
         assert f"warning: {warning}" in out
+
+    @pytest.mark.parametrize(
+        "route",
+        [
+            pytest.param(
+                {"fields": ["profiles"], "hash": ["profiles.identifier"], "drop": ["profiles.accessCredentials"]},
+                id="paths-inside-a-plural-field",
+            ),
+            pytest.param(
+                {
+                    "fields": ["uuid", "primaryAddress.city"],
+                    "rename": {"primaryAddress.city": "city"},
+                    "drop": ["city"],
+                },
+                id="drop-names-the-renamed-field",
+            ),
+            pytest.param(
+                {"fields": ["primaryAddress"], "rename": {"primaryAddress": "address"}, "drop": ["address.zip"]},
+                id="drop-inside-a-renamed-field",
+            ),
+            pytest.param(
+                {"rename": {"givenName": "familyName", "familyName": "givenName"}, "drop": ["givenName"]},
+                id="drop-a-name-a-rename-moves-into",
+            ),
+        ],
+    )
+    def test_shaping_paths_that_take_effect_are_not_flagged(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str], route: dict[str, Any]
+    ) -> None:
+        """hash, rename and drop paths that name something the payload has at their step: no warning."""
+        config = _config(tmp_path, [{**MIRROR_ROUTE, **route}])
+
+        _, out, _ = _run(["rules", "check", "--config", config], capsys)
+
+        assert "warning:" not in out
+
+    def test_a_drop_of_a_renamed_away_field_is_one_warning(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """Dropping the old name of a renamed field is said once, with the fix, not also as outside fields."""
+        route = {**MIRROR_ROUTE, "fields": ["uuid", "email"], "rename": {"email": "mail"}, "drop": ["email"]}
+        config = _config(tmp_path, [route])
+
+        _, out, _ = _run(["rules", "check", "--config", config], capsys)
+
+        assert out.count("warning:") == 1
+        assert "drop email names a path that rename moves away" in out
 
     def test_a_conditional_earlier_route_does_not_shadow(
         self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -301,6 +358,83 @@ class TestExplain:
         report = json.loads(out)
         assert report["fetch"]["previous"] is False
         assert any("would not fetch the previous version" in note for note in report["notes"])
+
+    def test_an_ignored_previous_changes_neither_matching_nor_payload(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """The worker goes by the attributes list here: a previous where email differs does not make email change."""
+        event = {"type": "entityUpdated", "attributes": ["givenName"]}
+        previous = make_record(email="old@example.com", givenName="Annie")
+
+        _, out, _ = self._explain(tmp_path, capsys, event, record=make_record(), previous=previous)
+        _, without, _ = self._explain(tmp_path, capsys, event, record=make_record())
+
+        report = json.loads(out)
+        assert report["routes"][0]["reason"] == "changed_any: none of email changed"
+        assert report["deliveries"]["crm"]["changes"] == {"givenName": {"new": "Ann"}}
+        assert report["deliveries"] == json.loads(without)["deliveries"]
+        assert any("--previous is ignored" in note for note in report["notes"])
+
+    def test_a_created_record_ignores_previous(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """A created record has no previous version: --previous is ignored, with a note saying why."""
+        routes = [{**EMAIL_ROUTE, "changed_any": ["givenName"]}, MIRROR_ROUTE]
+        event = {"type": "entityCreated"}
+
+        _, out, _ = self._explain(tmp_path, capsys, event, record=make_record(), previous=make_record(), routes=routes)
+        _, without, _ = self._explain(tmp_path, capsys, event, record=make_record(), routes=routes)
+
+        report = json.loads(out)
+        assert report["routes"][0]["matched"] is True
+        assert report["deliveries"] == json.loads(without)["deliveries"]
+        assert (
+            "the worker would not fetch the previous version (a created record has none): --previous is ignored"
+            in (report["notes"])
+        )
+
+    def test_a_previous_the_worker_would_fetch_is_used(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A when reading previous makes the worker fetch it: explain diffs against it, with no note."""
+        routes = [{**MIRROR_ROUTE, "when": "previous.email != record.email"}]
+        event = {"type": "entityUpdated", "attributes": ["givenName"]}
+
+        _, out, _ = self._explain(
+            tmp_path, capsys, event, record=make_record(), previous=make_record(email="o@x"), routes=routes
+        )
+
+        report = json.loads(out)
+        assert report["fetch"]["previous"] is True
+        assert report["routes"][0]["matched"] is True
+        assert report["deliveries"]["crm"]["changes"] == {"email": {"old": "o@x", "new": "ann@example.com"}}
+        assert report["notes"] == []
+
+    def test_a_legacy_event_without_entity_type_takes_the_configured_one(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """entity_type null: routes filter on capture.entity_type (user), as the worker does."""
+        routes = [
+            {**MIRROR_ROUTE, "name": "customers", "entity_type": "customer"},
+            {**MIRROR_ROUTE, "entity_type": "user"},
+        ]
+        event = {"type": "entityUpdated", "source": "legacy", "entity_type": None}
+
+        _, out, _ = self._explain(tmp_path, capsys, event, record=make_record(), routes=routes)
+
+        report = json.loads(out)
+        assert report["routes"][0]["reason"] == "entity_type: user is not one of customer"
+        assert report["routes"][1]["delivers_to"] == ["crm", "bus"]
+        assert "the event names no entity type: routes take it as capture.entity_type user" in report["notes"]
+
+    def test_no_candidate_means_nothing_is_fetched(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """An event no route takes is not fetched: the files given are ignored, with a note."""
+        routes = [{**MIRROR_ROUTE, "on": ["entityDeleted"]}]
+
+        _, out, _ = self._explain(tmp_path, capsys, {"type": "entityUpdated"}, record=make_record(), routes=routes)
+
+        report = json.loads(out)
+        assert report["fetch"]["record"] is False
+        assert report["deliveries"] == {}
+        assert any("no route is a candidate" in note for note in report["notes"])
 
     def test_a_deletion_sends_a_null_record(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         """Deleted records are not fetched: a given record is ignored, with a note."""
