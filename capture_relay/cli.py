@@ -15,7 +15,7 @@ from importlib.metadata import version
 import redis
 import uvicorn
 
-from capture_relay import dlq_cli, rules_cli
+from capture_relay import dlq_cli, register_cli, rules_cli
 from capture_relay.config_args import config_option as _config_option
 from capture_relay.config_args import settings_from
 from service.app import create_app
@@ -89,6 +89,7 @@ def _parser() -> argparse.ArgumentParser:
     dev.set_defaults(run=_dev)
 
     rules_cli.add_parser(commands)
+    register_cli.add_parser(commands)
     dlq_cli.add_parser(commands)
 
     simulate = commands.add_parser(

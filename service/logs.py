@@ -32,6 +32,7 @@ SAFE_FIELDS = frozenset(
         "url", "host", "port", "worker", "version", "config", "pid",
         "endpoint", "capture_code", "request_token", "retry_in", "limiter", "held", "lease",
         "state", "probe", "replayed", "routes", "destinations", "threads", "concurrency", "fetched", "seq",
+        "action", "title", "webhook_id", "changed", "pending", "applied",
     }
 )  # fmt: skip
 

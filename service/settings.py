@@ -41,6 +41,7 @@ from service.routing_config import (
     unknown_destinations,
 )
 from service.secret import Secret
+from service.webhooks_config import WebhooksSection, webhooks_problems
 
 
 class ConfigLoader(yaml.SafeLoader):
@@ -190,6 +191,7 @@ class Settings(ConfigModel):
     destinations: dict[DestinationName, Destination] = Field(default_factory=dict)
     routes: list[Route] = Field(default_factory=list)
     delivery: DeliverySettings = DeliverySettings()
+    webhooks: WebhooksSection = WebhooksSection()
 
     @model_validator(mode="after")
     def _routes_name_destinations(self) -> Settings:
@@ -212,6 +214,22 @@ class Settings(ConfigModel):
                 "{dedup_ttl:g} s is shorter than sources.v3.max_age ({max_age:g} s), so a retried delivery "
                 "could be accepted twice; raise it to at least max_age or remove it",
                 {"dedup_ttl": self.ingest.dedup_ttl, "max_age": v3.max_age, "key_path": "ingest.dedup_ttl"},
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _webhooks_consistent(self) -> Settings:
+        capture = self.capture
+        problems = webhooks_problems(
+            self.webhooks,
+            capture_entity_type=capture.entity_type if capture is not None else None,
+            has_webhooks_api=capture is not None and capture.webhooks_api is not None,
+        )
+        if problems:
+            path, problem = problems[0]
+            more = f" (and {len(problems) - 1} more problem(s) in webhooks)" if len(problems) > 1 else ""
+            raise PydanticCustomError(
+                "webhooks_invalid", "{problem}{more}", {"problem": problem, "more": more, "key_path": path}
             )
         return self
 

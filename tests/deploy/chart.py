@@ -7,8 +7,10 @@ fixture and the values sets) lives in ``conftest.py``.
 from __future__ import annotations
 
 import re
+import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import helm_python
@@ -16,6 +18,11 @@ import pytest
 import yaml
 
 from tests.deploy.conftest import Manifest, Rendered, Renderer, Values
+
+# The capture-relay version the chart is made for: its appVersion and the default image tag.
+PROJECT_VERSION: str = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text(encoding="utf-8"))[
+    "project"
+]["version"]
 
 # The literal secret the refusal tests write; no message may repeat it.
 LITERAL = "hunter2-literal"

@@ -14,7 +14,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tests.deploy.chart import pod_specs, render_error, selects, workload
+from tests.deploy.chart import PROJECT_VERSION, pod_specs, render_error, selects, workload
 from tests.deploy.conftest import CHART_DIR, NAMESPACE, RELEASE, REPO, Rendered, Renderer, Values
 
 RECOMMENDED_LABELS = (
@@ -217,7 +217,7 @@ def test_every_object_and_pod_carries_the_recommended_labels(any_render: Rendere
         assert not missing, f"{where} lacks {missing}"
         assert labels["app.kubernetes.io/instance"] == RELEASE
         assert labels["app.kubernetes.io/managed-by"] == "Helm"
-        assert labels["app.kubernetes.io/version"] == "0.1.0"
+        assert labels["app.kubernetes.io/version"] == PROJECT_VERSION
 
 
 COMPONENTS = ("api", "worker", "delivery-worker")

@@ -21,6 +21,7 @@ from service.timeutil import parse_duration
 from tests.deploy.chart import (
     DELIVERY_WORKER,
     EVENTS_WORKER,
+    PROJECT_VERSION,
     WORKER_KINDS,
     WorkerKind,
     at_path,
@@ -177,7 +178,7 @@ def test_secrets_come_in_by_reference_only(everything_render: Rendered) -> None:
 
 def test_image_defaults_to_the_app_version(default_render: Rendered, render: Renderer) -> None:
     """The tag defaults to appVersion; a digest pins the image instead."""
-    assert container(workload(default_render, "api"))["image"] == "capture-relay:0.1.0"
+    assert container(workload(default_render, "api"))["image"] == f"capture-relay:{PROJECT_VERSION}"
     digest = "sha256:" + "0" * 64
     pinned = render({"image": {"repository": "registry.example.com/capture-relay", "digest": digest}})
     for _, _, spec in pod_specs(pinned):

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 import httpx2
@@ -165,10 +166,11 @@ def test_dev_once_runs_the_whole_stack() -> None:
 
 
 def test_version() -> None:
-    """`capture-relay version` prints the installed version."""
+    """`capture-relay version` prints the version of pyproject.toml (the installed one, kept in step)."""
     result = subprocess.run([*COMMAND, "version"], capture_output=True, text=True, timeout=30)
 
-    assert (result.returncode, result.stdout.strip()) == (0, "0.1.0")
+    project = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text(encoding="utf-8"))
+    assert (result.returncode, result.stdout.strip()) == (0, project["project"]["version"])
 
 
 def test_serve_on_a_taken_port_exits_1(config_file: Path) -> None:

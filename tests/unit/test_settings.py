@@ -133,7 +133,8 @@ class TestErrors:
         assert problems == [
             (
                 "sorces",
-                "unknown key; known keys here: capture, delivery, destinations, ingest, logging, redis_url, routes, server, sources, worker",
+                "unknown key; known keys here: capture, delivery, destinations, ingest, logging, redis_url, routes, "
+                "server, sources, webhooks, worker",
             )
         ]
 
@@ -489,3 +490,69 @@ class TestValuesThatWouldLoseEvents:
             load(path, {})
 
         assert "not UTF-8" in caught.value.problems[0][1]
+
+
+CAPTURE = {"base_url": "https://app.example.com", "client_id": "c", "client_secret": "s"}
+CRM = {"type": "http", "url": "https://crm.example.com/hooks"}
+
+
+class TestRouting:
+    """destinations, routes and delivery: each mistake is refused at load with its key path."""
+
+    def test_a_route_to_an_unknown_destination(self) -> None:
+        data = {"capture": CAPTURE, "destinations": {"crm": CRM}, "routes": [{"name": "r", "to": ["crm", "bus"]}]}
+
+        assert _problems(data) == [("routes[0].to[1]", "unknown destination 'bus'; known: crm")]
+
+    def test_an_invalid_when_expression(self) -> None:
+        data = {"capture": CAPTURE, "destinations": {"crm": CRM}, "routes": [{"name": "r", "to": "crm", "when": "a.["}]}
+
+        [(path, problem)] = _problems(data)
+
+        assert path == "routes[0].when"
+        assert problem.startswith("is not a valid JMESPath expression")
+
+    def test_an_unknown_destination_type(self) -> None:
+        data = {"destinations": {"bus": {"type": "carrier-pigeon"}}}
+
+        assert _problems(data) == [("destinations.bus.type", "unknown destination type 'carrier-pigeon'; known: http")]
+
+    def test_a_signing_secret_is_not_repeated_in_its_error(self) -> None:
+        data = {"destinations": {"crm": {**CRM, "signing_secret": "hunter2-not-whsec"}}}
+
+        [(path, problem)] = _problems(data)
+
+        assert path == "destinations.crm.signing_secret[0]"
+        assert "hunter2" not in problem
+
+    def test_routes_that_fetch_records_need_capture(self) -> None:
+        data = {"destinations": {"crm": CRM}, "routes": [{"name": "r", "on": ["entityUpdated"], "to": "crm"}]}
+
+        [(path, problem)] = _problems(data)
+
+        assert path == "routes[0].on"
+        assert "configure the capture: section" in problem
+
+    def test_deletions_alone_need_no_capture(self) -> None:
+        data = {"destinations": {"crm": CRM}, "routes": [{"name": "r", "on": ["entityDeleted"], "to": "crm"}]}
+
+        assert from_mapping(data, {}).routes[0].on == ["entityDeleted"]
+
+    def test_two_routes_with_one_name(self) -> None:
+        route = {"name": "r", "on": ["entityDeleted"], "to": "crm"}
+        data = {"destinations": {"crm": CRM}, "routes": [route, route]}
+
+        assert _problems(data) == [("routes[1].name", "'r' is already the name of an earlier route")]
+
+    def test_a_schedule_starts_with_the_first_attempt(self) -> None:
+        problems = _problems({"delivery": {"schedule": ["5s", "30s"]}})
+
+        assert problems == [
+            ("delivery.schedule", "must start with 0: the first attempt is made at once, each later entry is a wait")
+        ]
+
+    def test_the_stale_guard_outlives_the_dead_letter(self) -> None:
+        [(path, problem)] = _problems({"delivery": {"dead_letter_retention": "60d"}})
+
+        assert path == "delivery"
+        assert problem.startswith("stale_guard_ttl (2592000 s) must be at least dead_letter_retention")
