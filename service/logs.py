@@ -37,6 +37,24 @@ SAFE_FIELDS = frozenset(
 )  # fmt: skip
 
 
+# HTTP client libraries whose INFO lines quote request URLs.
+QUIETED_LOGGERS = ("httpx", "httpx2", "httpcore", "httpcore2")
+# rq's four INFO lines per job (dequeued, completed, "Job OK", result kept): our own
+# event.processed / delivery.* line is the one line per outcome, and these cost CPU per job.
+_RQ_JOB_CHATTER = frozenset(
+    {
+        "Worker %s: %s: %s",
+        "Successfully completed job %s in %ss on worker %s",
+        "Worker %s: %s: %s (%s)",
+        "Worker %s: job %s result is kept for %s seconds",
+    }
+)
+
+
+def _drop_rq_job_chatter(record: logging.LogRecord) -> bool:
+    return not (record.name.startswith("rq.") and record.levelno == logging.INFO and record.msg in _RQ_JOB_CHATTER)
+
+
 class RedactFields:
     """Replace the value of every field not in an allowlist; an allowlist fails safe."""
 
@@ -101,3 +119,8 @@ def configure_logging(level: str = "info", fmt: str = "json", stream: TextIO | N
         logger.handlers[:] = []
         logger.setLevel(logging.NOTSET)
         logger.propagate = True
+    for name in QUIETED_LOGGERS:
+        # Their request lines put whole URLs (user info, query tokens) into the message, which
+        # the field allowlist cannot see into; our own lines name the destination instead.
+        logging.getLogger(name).setLevel(max(numeric, logging.WARNING))
+    handler.addFilter(_drop_rq_job_chatter)

@@ -42,6 +42,10 @@ def run_worker(settings: Settings, *, queue: str, burst: bool = False, concurren
         workers.pool.WorkerThreadError: when a thread ended on its own (the others were stopped).
         workers.health.HealthPortError: when ``worker.metrics_port`` is taken.
     """
+    if concurrency is not None and concurrency != settings.worker.concurrency:
+        # The context sizes per-thread resources (sink connection pools) from the settings.
+        worker = settings.worker.model_copy(update={"concurrency": concurrency})
+        settings = settings.model_copy(update={"worker": worker})
     connection = connect_worker(settings.redis_url)
     registry = CollectorRegistry()
     with ExitStack() as stack:
@@ -50,7 +54,7 @@ def run_worker(settings: Settings, *, queue: str, burst: bool = False, concurren
         pool = WorkerPool(
             queue,
             connect=partial(connect_worker, settings.redis_url),
-            concurrency=concurrency if concurrency is not None else settings.worker.concurrency,
+            concurrency=settings.worker.concurrency,
             maintenance_interval=settings.worker.maintenance_interval,
             logging_level=settings.logging.level.upper(),
         )

@@ -92,3 +92,15 @@ def test_worker_without_capture_has_no_client(make_settings: SettingsFactory, re
     run_worker(settings, queue=settings.ingest.queue, burst=True)
 
     assert context.current().capture is None
+
+
+def test_the_concurrency_option_also_sizes_what_the_threads_share(
+    make_settings: SettingsFactory, redis_client: redis.Redis
+) -> None:
+    """--concurrency overrides worker.concurrency everywhere, the sinks' connection pools included,
+    so that no thread waits for a connection."""
+    settings = make_settings()
+
+    run_worker(settings, queue=settings.ingest.queue, burst=True, concurrency=3)
+
+    assert context.current().settings.worker.concurrency == 3

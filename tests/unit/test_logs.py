@@ -127,6 +127,30 @@ class TestConfigureLogging:
         (line,) = _lines(stream)
         assert (line["event"], line["level"], line["logger"]) == ("Job event-v3-e1: failed", "warning", "rq.worker")
 
+    @pytest.mark.parametrize("name", ["httpx", "httpx2", "httpcore"])
+    def test_http_client_request_lines_are_not_written_even_at_debug(self, stream: io.StringIO, name: str) -> None:
+        """httpx logs each request with its whole URL in the message, credentials and query token
+        included; the allowlist cannot see into a message, so those lines are not written."""
+        configure_logging(level="debug", stream=stream)
+
+        logging.getLogger(name).info('HTTP Request: POST https://user:pw@crm.example.com/h?token=s3cr3t "HTTP/1.1 204"')
+        logging.getLogger(name).warning("connection pool is full")
+
+        assert [line["event"] for line in _lines(stream)] == ["connection pool is full"]
+
+    def test_rq_per_job_lines_are_dropped_but_its_other_lines_kept(self, stream: io.StringIO) -> None:
+        """rq's four INFO lines per job repeat what event.processed / delivery.* say; shutdown lines stay."""
+        configure_logging(stream=stream)
+        rq_log = logging.getLogger("rq.worker")
+
+        rq_log.info("Worker %s: %s: %s", "w1", "capture-events", "event-v3-e1")
+        rq_log.info("Successfully completed job %s in %ss on worker %s", "event-v3-e1", "0.01", "w1")
+        rq_log.info("Worker %s: %s: %s (%s)", "w1", "capture-events", "Job OK", "event-v3-e1")
+        rq_log.info("Worker %s: job %s result is kept for %s seconds", "w1", "event-v3-e1", 3600)
+        rq_log.info("Worker %s: warm shut down requested", "w1")
+
+        assert [line["event"] for line in _lines(stream)] == ["Worker w1: warm shut down requested"]
+
     def test_each_call_is_exactly_one_line(self, stream: io.StringIO) -> None:
         """Several calls from both worlds give as many lines, each a JSON object, in order."""
         configure_logging(stream=stream)
