@@ -165,6 +165,25 @@ class DeliverySettings(ConfigModel):
         return self
 
 
+def short_stale_guards(delivery: DeliverySettings, destinations: dict[str, Destination]) -> list[tuple[str, str]]:
+    """``(key_path, problem)`` for destinations whose own schedule outlasts the stale guard's memory."""
+    problems = []
+    for name, config in destinations.items():
+        if config.schedule is None:
+            continue
+        needed = delivery.dead_letter_retention + sum(config.schedule) + delivery.max_retry_after
+        if delivery.stale_guard_ttl < needed:
+            problems.append(
+                (
+                    f"destinations.{name}.schedule",
+                    f"with this schedule delivery.stale_guard_ttl ({delivery.stale_guard_ttl} s) must be at least "
+                    f"{needed:.0f} s (dead_letter_retention + the schedule + max_retry_after); shorten the schedule "
+                    "or raise stale_guard_ttl",
+                )
+            )
+    return problems
+
+
 def unknown_destinations(routes: list[Route], destinations: dict[str, Destination]) -> list[tuple[str, str]]:
     """``(key_path, problem)`` for every route target that names no destination."""
     problems = []

@@ -38,6 +38,7 @@ from service.routing_config import (
     Route,
     duplicate_route_names,
     routes_needing_capture,
+    short_stale_guards,
     unknown_destinations,
 )
 from service.secret import Secret
@@ -196,6 +197,7 @@ class Settings(ConfigModel):
     @model_validator(mode="after")
     def _routes_name_destinations(self) -> Settings:
         problems = duplicate_route_names(self.routes) + unknown_destinations(self.routes, self.destinations)
+        problems += short_stale_guards(self.delivery, self.destinations)
         if self.capture is None:
             problems += routes_needing_capture(self.routes)
         if problems:

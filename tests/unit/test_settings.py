@@ -556,3 +556,11 @@ class TestRouting:
 
         assert path == "delivery"
         assert problem.startswith("stale_guard_ttl (2592000 s) must be at least dead_letter_retention")
+
+    def test_a_destination_schedule_longer_than_the_stale_guard(self) -> None:
+        data = {"destinations": {"crm": {**CRM, "schedule": [0, "30d"]}}}
+
+        [(path, problem)] = _problems(data)
+
+        assert path == "destinations.crm.schedule"
+        assert problem.startswith("with this schedule delivery.stale_guard_ttl (2592000 s) must be at least")
