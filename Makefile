@@ -1,5 +1,5 @@
 # The two set-up commands of the README. Both work on a fresh machine with Python >= 3.11:
-#   make dev    installs into .venv and runs `capture-relay dev` (Redis, ingress and a worker)
+#   make dev    installs into .venv and runs `capture-relay dev` (the whole system and a short story)
 #   make test   installs into .venv and runs the linters, the type checker and the tests
 VENV ?= .venv
 PYTHON ?= python3

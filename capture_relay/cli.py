@@ -11,6 +11,7 @@ import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from importlib.metadata import version
+from pathlib import Path
 
 import redis
 import uvicorn
@@ -83,9 +84,36 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--burst", action="store_true", help="exit once the queue is empty")
     worker.set_defaults(run=_worker)
 
-    dev = commands.add_parser("dev", help="run Redis, the ingress and a worker on this machine")
-    dev.add_argument("--port", type=int, default=8000, help="port of the ingress (default 8000)")
-    dev.add_argument("--once", action="store_true", help="send one sample event, wait for it, then exit")
+    dev = commands.add_parser(
+        "dev",
+        help="run the whole system on this machine and play a short story through it",
+        description="Start a private Redis, the Capture simulator, the ingress, an events and a deliveries "
+        "worker and a local receiver on 127.0.0.1; write the sample config into a working folder; play a "
+        "story (a profile created, its email and address changed, a duplicate delivery, a forged token, the "
+        "profile deleted) and print what happened at each step. Ctrl-C stops every process it started.",
+        epilog="Exit status: 0 when every step had its expected outcome, 1 otherwise or when the stack did not "
+        "start, 130 when stopped before the story ended.",
+    )
+    dev.add_argument(
+        "--dir",
+        type=Path,
+        default=Path("capture-relay-dev"),
+        metavar="DIR",
+        help="working folder for the config, archive.jsonl and the logs (default ./capture-relay-dev)",
+    )
+    ending = dev.add_mutually_exclusive_group()
+    ending.add_argument(
+        "--keep-running",
+        action="store_true",
+        help="after the story, leave the stack up and print its URLs and commands to send more events",
+    )
+    ending.add_argument("--exit", action="store_true", help="stop as soon as the story ends (the default)")
+    dev.add_argument(
+        "--scripted", action="store_true", help="never wait for Enter between steps (also when stdin is no terminal)"
+    )
+    dev.add_argument("--port", type=_port, metavar="PORT", help="port of the ingress (default: a free one)")
+    dev.add_argument("--simulator-port", type=_port, metavar="PORT", help="port of the simulator (default: free)")
+    dev.add_argument("--receiver-port", type=_port, metavar="PORT", help="port of the receiver (default: free)")
     dev.set_defaults(run=_dev)
 
     rules_cli.add_parser(commands)
@@ -185,10 +213,24 @@ def _worker(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     return EXIT_OK
 
 
-def _dev(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
-    from capture_relay.dev import run_dev  # only `dev` needs it
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port from 1 to 65535")
+    return value
 
-    return run_dev(port=args.port, once=args.once, environ=environ)
+
+def _dev(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    # Imported here: only `dev` needs the simulator's app, the story and their dependencies.
+    from capture_relay.dev import DevOptions, run_dev
+    from capture_relay.dev_stack import Ports
+
+    ports = Ports(ingress=args.port, simulator=args.simulator_port, receiver=args.receiver_port)
+    options = DevOptions(args.dir, ports, keep_running=args.keep_running, scripted=args.scripted)
+    return run_dev(options, environ)
 
 
 def _print(text: str) -> int:

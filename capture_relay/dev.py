@@ -1,124 +1,185 @@
-"""``capture-relay dev``: Redis, the ingress and a worker on this machine, with nothing to set up.
+"""``capture-relay dev``: the whole system on this machine, with a short story played through it.
 
-The legacy route is switched on with a callback hash made up at start; v3 needs a JWKS, which
-the Capture simulator will provide once it exists. The hash reaches the worker process through
-the environment, not a file.
+It starts a private Redis, the Capture simulator, the ingress, an events worker, a deliveries
+worker and a local receiver (``dev_stack``), writes the sample configuration into a visible
+working folder (``dev_config``), plays the story (``dev_story``) and prints what really
+happened at each step (``dev_observe``, ``dev_report``). Then it stops everything, or with
+``--keep-running`` stays up, printing what it sees, until SIGINT, SIGTERM or SIGHUP.
+
+Exit status: 0 when every step had its expected outcome, 1 when one did not or the stack did
+not start, 130 when stopped by a signal before the story ended.
 """
 
 from __future__ import annotations
 
-import secrets
+import os
 import signal
-import subprocess
 import sys
-import tempfile
-import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 
-import httpx2
-import uvicorn
-import yaml
-from rq.job import Job
-from rq.serializers import JSONSerializer
+from capture_relay.dev_report import INDENT, Observer, describe
+from capture_relay.dev_stack import Ports, Stack, StackStartError, running_stack, shown_path
+from capture_relay.dev_story import Story
+from capture_relay.embedded_redis import RedisBinaryNotFoundError
 
-from capture_relay.cli import serve_until_stopped, server_config
-from capture_relay.embedded_redis import RedisServer
-from service.events import job_id_for
-from service.logs import configure_logging
-from service.redisconn import connect_service_sync
-from service.secret import Secret
-from service.settings import load
-
-HASH_VARIABLE = "CAPTURE_RELAY_DEV_CALLBACK_HASH"
-SAMPLE_UUID = "6b004bc5-179c-45c2-815d-31b06169371d"
+EXIT_OK, EXIT_FAILURE, EXIT_INTERRUPTED = 0, 1, 130
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
-def _dev_config(redis_url: str, port: int) -> dict[str, object]:
-    return {
-        "redis_url": redis_url,
-        "sources": {"legacy": {"callback_hashes": [f"${{{HASH_VARIABLE}}}"]}},
-        "server": {"host": "127.0.0.1", "port": port},
-        "worker": {"maintenance_interval": "10s"},
-        "logging": {"format": "console"},
-    }
+@dataclass(frozen=True, slots=True)
+class DevOptions:
+    """What the command line asked for."""
+
+    directory: Path
+    ports: Ports
+    keep_running: bool = False
+    scripted: bool = False
 
 
-def run_dev(*, port: int, once: bool, environ: Mapping[str, str]) -> int:
-    """Run the stack until Ctrl-C (or, with ``once``, until a sample event was processed)."""
-    callback_hash = secrets.token_hex(20)
-    env = {**environ, HASH_VARIABLE: callback_hash}
-    with RedisServer() as redis_server, tempfile.TemporaryDirectory(prefix="capture-relay-dev-") as tmp:
-        config_path = Path(tmp) / "capture-relay.yaml"
-        config_path.write_text(yaml.safe_dump(_dev_config(redis_server.url, port)), encoding="utf-8")
-        settings = load(config_path, env)
-        configure_logging(settings.logging.level, settings.logging.format)
-        worker = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-            [sys.executable, "-m", "capture_relay", "worker", "--config", str(config_path)], env=env
-        )
-        server = uvicorn.Server(server_config(settings, "127.0.0.1", port))
-        outcome: list[int] = []
-        demo = threading.Thread(
-            target=_demo, args=(server, redis_server.url, port, callback_hash, once, outcome), daemon=True
-        )
-        demo.start()
-        try:
-            started = serve_until_stopped(server)
-        finally:
-            worker.send_signal(signal.SIGTERM)
-            try:
-                worker.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-    if not started:
-        _say(f"the ingress could not listen on 127.0.0.1:{port}; pick another with --port")
-        return 1
-    return outcome[0] if outcome else 0
+class StopRequestedError(BaseException):
+    """A stop signal arrived; a BaseException so that no ``except Exception`` on the way swallows it."""
 
 
-def _demo(
-    server: uvicorn.Server, redis_url: str, port: int, callback_hash: str, once: bool, outcome: list[int]
-) -> None:
-    while not server.started:
-        if server.should_exit:
-            return
-        time.sleep(0.05)
-    url = f"http://127.0.0.1:{port}/webhooks/capture/legacy"
-    body = [{"uuid": SAMPLE_UUID, "datetime": time.strftime("%Y-%m-%d %H:%M:%S.000000 +0000"), "hash": callback_hash}]
+def run_dev(options: DevOptions, environ: Mapping[str, str]) -> int:
+    """Start the stack, play the story, then stop (or stay up with ``keep_running``); the exit status."""
+    story_ok: bool | None = None
+    started = time.monotonic()
     try:
-        response = httpx2.post(url, json=body, timeout=5)
-    except httpx2.HTTPError as exc:
-        _say(f"\nsample legacy webhook could not be sent: {exc}")
-        processed = False
-    else:
-        _say(f"\nsample legacy webhook -> HTTP {response.status_code} {response.text}")
-        answer = response.json() if response.status_code == 200 else {}
-        processed = answer.get("status") == "accepted" and _wait_for_job(redis_url, answer["event_ids"][0])
-    _say(f"worker processed the sample event: {'yes' if processed else 'NO'}")
-    _say(
-        "\nsend your own (Ctrl-C stops everything):\n"
-        f"  curl -si {url} -H 'Content-Type: application/json' \\\n"
-        f'    -d \'[{{"uuid": "{SAMPLE_UUID}", "hash": "{callback_hash}"}}]\'\n'
-        f"  metrics: http://127.0.0.1:{port}/metrics   readiness: http://127.0.0.1:{port}/readyz\n"
-    )
-    if once:
-        outcome.append(0 if processed else 1)
-        server.should_exit = True
+        with _stop_on_signals():
+            with running_stack(options.directory, options.ports, environ) as stack:
+                try:
+                    _say(_introduction(stack, time.monotonic() - started))
+                    observer = Observer(stack)
+                    story_ok = Story(stack, observer, _say, _pauser(options.scripted)).play()
+                    _say(_verdict(story_ok))
+                    if options.keep_running:
+                        _say(_how_to_play(stack))
+                        _follow(observer)
+                finally:
+                    _say("\nstopping every process dev started ...")
+            _say("stopped.")
+    except StopRequestedError:
+        _say("stopped.")
+    except (StackStartError, RedisBinaryNotFoundError) as exc:
+        _say(f"capture-relay dev: {exc}")
+        return EXIT_FAILURE
+    except OSError as exc:  # the working folder cannot be written, most likely
+        _say(f"capture-relay dev: {exc}; pick another working folder with --dir")
+        return EXIT_FAILURE
+    if story_ok is None:
+        return EXIT_INTERRUPTED
+    return EXIT_OK if story_ok else EXIT_FAILURE
 
 
-def _wait_for_job(redis_url: str, event_id: str, timeout: float = 30.0) -> bool:
-    connection = connect_service_sync(Secret(redis_url))
-    deadline = time.monotonic() + timeout
+@contextmanager
+def _stop_on_signals() -> Iterator[None]:
+    """The first SIGINT, SIGTERM or SIGHUP raises ``StopRequestedError``; later ones are ignored.
+
+    Ignoring the second signal keeps it from interrupting the stop itself, which could leave a
+    child running; each child gets SIGKILL if it has not stopped within a few seconds anyway.
+    """
+    stopping: list[int] = []
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if not stopping:
+            stopping.append(signum)
+            raise StopRequestedError(signal.Signals(signum).name)
+
+    previous = {signum: signal.signal(signum, handler) for signum in _STOP_SIGNALS}
     try:
-        while time.monotonic() < deadline:
-            job = Job.fetch(job_id_for("legacy", event_id), connection=connection, serializer=JSONSerializer)
-            if job.get_status() == "finished":
-                return True
-            time.sleep(0.1)
-        return False
+        yield
     finally:
-        connection.close()
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+
+def _pauser(scripted: bool) -> Callable[[str], None]:
+    """Between steps: wait for Enter on a terminal, unless ``--scripted``."""
+    interactive = [not scripted and sys.stdin.isatty()]
+
+    def pause(next_step: str) -> None:
+        if not interactive[0]:
+            return
+        try:
+            input(f"\n{INDENT}[Enter] for step {next_step.split()[0]}, or Ctrl-C to stop ")
+        except EOFError:
+            interactive[0] = False
+
+    return pause
+
+
+def _follow(observer: Observer) -> None:
+    """Print every new observation until a signal stops the process."""
+    while True:
+        for observation in observer.poll():
+            _say(describe(observation))
+        time.sleep(0.1)
+
+
+def _introduction(stack: Stack, seconds: float) -> str:
+    addresses = stack.addresses
+    pids = stack.pids
+    here = os.getpid()
+    rows = [
+        ("redis-server", pids["redis-server"], addresses.redis_url, "private, empty, kept in memory only"),
+        ("ingress", pids["ingress"], addresses.ingress, "capture-relay serve"),
+        ("worker events", pids["worker events"], "", "capture-relay worker --queue events: fetch, route, fan out"),
+        ("worker deliveries", pids["worker deliveries"], "", "capture-relay worker --queue deliveries: send"),
+        ("simulator", here, addresses.simulator, "Capture API, JWK page, webhook emitter (in this process)"),
+        ("receiver", here, addresses.receiver, "/crm and /archive (in this process)"),
+    ]
+    table = "\n".join(f"  {name:<18} pid {pid:<7} {url:<28} {what}" for name, pid, url, what in rows)
+    folder = shown_path(stack.directory)
+    return (
+        f"capture-relay dev: the whole system on 127.0.0.1, ready in {seconds:.1f} s\n{table}\n"
+        f"  working folder     {folder}/: capture-relay.yaml (the config, with its routes), "
+        f"{stack.archive.name}, logs/\n"
+        "Each change of a profile in the simulator reaches the ingress as a signed v3 webhook, through a\n"
+        "recorder in this process that prints the ingress's answer. There is no file destination type\n"
+        f"yet: the receiver appends what /archive gets to {folder}/{stack.archive.name}.\n"
+        "Routes: email-changes-to-crm (email changes, hashed and trimmed, to crm) and everything-to-archive.\n"
+    )
+
+
+def _verdict(story_ok: bool) -> str:
+    if story_ok:
+        return "\nstory: every step had its expected outcome."
+    return "\nstory: a step did not have its expected outcome (see UNEXPECTED above)."
+
+
+def _how_to_play(stack: Stack) -> str:
+    addresses = stack.addresses
+    sim = addresses.simulator
+    uuid = "0c7f6bd2-6b5e-4c1a-9d5e-3f1e2a4b5c6d"
+    json_header = "-H 'Content-Type: application/json'"
+    config = shown_path(stack.config_path)
+    return f"""
+The stack stays up; Ctrl-C (or SIGTERM) stops every process dev started.
+  ingress    {addresses.ingress}  (/webhooks/capture/v3, /webhooks/capture/legacy, /readyz, /metrics)
+  simulator  {sim}  (Capture API; its control API under /__sim/: profiles, emit, stats, faults)
+  receiver   {addresses.receiver}  (/crm, /archive -> {shown_path(stack.archive)})
+  redis      {addresses.redis_url}
+
+Send more events: change profiles in the simulator, and its emitter announces each change to the
+ingress as a signed v3 webhook (what happens is printed below as it comes):
+  curl -s {sim}/__sim/profiles {json_header} \\
+    -d '{{"uuid": "{uuid}", "attributes": {{"email": "grace@example.com", "givenName": "Grace"}}}}'
+  curl -s -X PATCH {sim}/__sim/profiles/{uuid} {json_header} -d '{{"changes": {{"email": "grace@hopper.example"}}}}'
+  curl -s -X DELETE {sim}/__sim/profiles/{uuid}
+  curl -s {sim}/__sim/emit {json_header} -d '{{"count": 10, "rate": 2}}'    # 10 random changes
+  curl -s -X POST {sim}/__sim/emit/test                                     # Akamai's test event
+A legacy webhook, straight to the ingress (not signed: it carries the callback hash):
+  curl -si {addresses.legacy_webhook_url} {json_header} \\
+    -d '[{{"uuid": "{uuid}", "hash": "{stack.secrets.callback_hash}"}}]'
+Change the routes in {config} and try them offline; the running workers keep the routes they started with:
+  capture-relay rules check --config {config}
+  capture-relay dlq list    --config {config}
+"""
 
 
 def _say(text: str) -> None:

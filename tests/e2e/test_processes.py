@@ -1,4 +1,4 @@
-"""Real processes: `capture-relay serve`, `worker` and `dev`, observed only over HTTP, Redis and stdout."""
+"""Real processes: `capture-relay serve` and `worker`, observed only over HTTP, Redis and stdout."""
 
 from __future__ import annotations
 
@@ -152,17 +152,6 @@ def test_missing_config_exits_2() -> None:
 
     assert result.returncode == 2
     assert "pass --config FILE or set CAPTURE_RELAY_CONFIG" in result.stderr
-
-
-def test_dev_once_runs_the_whole_stack() -> None:
-    """`capture-relay dev --once` starts Redis, the ingress and a worker, and a sample event gets through."""
-    result = subprocess.run(
-        [*COMMAND, "dev", "--once", "--port", str(free_port())], capture_output=True, text=True, timeout=90
-    )
-
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert 'sample legacy webhook -> HTTP 200 {"status":"accepted"' in result.stdout
-    assert "worker processed the sample event: yes" in result.stdout
 
 
 def test_version() -> None:
