@@ -12,8 +12,9 @@ from rq import Queue
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
+from tests.support.deliveries import dead_letter_entry
 from workers.deadletter import DeadLetter, DeadLetterEntry
-from workers.delivery_job import DeliveryJob, delivery_id_for
+from workers.delivery_job import DeliveryJob
 from workers.delivery_queue import DeliveryPolicy, DeliveryQueue
 
 EntryFactory = Callable[..., DeadLetterEntry]
@@ -30,32 +31,16 @@ def make_entry(now: float) -> EntryFactory:
     """Entries for ``evt-1`` to ``crm`` that failed ``now``; keywords override entry or job fields."""
 
     def factory(event_id: str = "evt-1", destination: str = "crm", **overrides: Any) -> DeadLetterEntry:
-        entry_fields = {"failed_at", "attempts", "last_status", "reason", "detail"}
-        job = DeliveryJob(
-            delivery_id=delivery_id_for(event_id, destination),
-            destination=destination,
-            route="all-changes",
-            event_id=event_id,
-            event_type="entityUpdated",
-            uuid="uuid-1",
-            version=now - 60,
-            occurred_at=now - 60,
-            received_at=now - 59,
-            payload={"email": "jane@example.com"},
-            attempt=4,
-            first_attempt_at=now - 50,
-            seq=3,
-            **{key: value for key, value in overrides.items() if key not in entry_fields},
-        )
-        entry: dict[str, Any] = {
+        defaults = {
             "failed_at": now,
             "attempts": 4,
-            "last_status": 400,
-            "reason": "http_status",
-            "detail": "HTTP 400",
+            "version": now - 60,
+            "occurred_at": now - 60,
+            "received_at": now - 59,
+            "first_attempt_at": now - 50,
+            "seq": 3,
         }
-        entry.update({key: value for key, value in overrides.items() if key in entry_fields})
-        return DeadLetterEntry(job=job, **entry)
+        return dead_letter_entry(event_id, destination, **{**defaults, **overrides})
 
     return factory
 

@@ -18,10 +18,11 @@ from rq.serializers import JSONSerializer
 
 from service.metrics import WorkerMetrics
 from service.settings import Settings, from_mapping
+from tests.support.deliveries import delivery_job
 from workers.breaker import CircuitBreaker
 from workers.deadletter import DeadLetter
 from workers.delivery import DeliveryEngine, Lane
-from workers.delivery_job import DeliveryJob, delivery_id_for
+from workers.delivery_job import DeliveryJob
 from workers.delivery_queue import DeliveryPolicy, DeliveryQueue
 from workers.limits import CallLimiter
 from workers.sinks.base import Outgoing, SinkError
@@ -120,19 +121,14 @@ def _harness(
 
 
 def _job(event_id: str = "evt-1", destination: str = "crm", **changes: Any) -> DeliveryJob:
-    return DeliveryJob(
-        delivery_id=delivery_id_for(event_id, destination),
-        destination=destination,
-        route=changes.pop("route", "everything"),
-        event_id=event_id,
-        event_type=changes.pop("event_type", "entityUpdated"),
-        uuid="0b5e3a4c-0000-4000-8000-000000000001",
-        version=changes.pop("version", 1000.0),
-        occurred_at=None,
-        received_at=time.time(),
-        payload={"email": "private@example.com"},
-        **changes,
-    )
+    defaults = {
+        "route": "everything",
+        "uuid": "0b5e3a4c-0000-4000-8000-000000000001",
+        "version": 1000.0,
+        "occurred_at": None,
+        "payload": {"email": "private@example.com"},
+    }
+    return delivery_job(event_id, destination, **{**defaults, **changes})
 
 
 def _retryable(status: int = 503, retry_after: float | None = None) -> SinkError:

@@ -2,32 +2,14 @@
 
 from __future__ import annotations
 
-import time
-
 import redis
 from prometheus_client import CollectorRegistry
 
 from service.routing_config import BreakerSettings
+from tests.support.deliveries import dead_letter_entry
 from workers.breaker import CircuitBreaker
-from workers.deadletter import DeadLetter, DeadLetterEntry
-from workers.delivery_job import DeliveryJob, delivery_id_for
+from workers.deadletter import DeadLetter
 from workers.delivery_metrics import DeliveryStateCollector
-
-
-def _entry(event_id: str, destination: str) -> DeadLetterEntry:
-    job = DeliveryJob(
-        delivery_id=delivery_id_for(event_id, destination),
-        destination=destination,
-        route="everything",
-        event_id=event_id,
-        event_type="entityUpdated",
-        uuid="u-1",
-        version=None,
-        occurred_at=None,
-        received_at=time.time(),
-        payload={},
-    )
-    return DeadLetterEntry(job=job, failed_at=time.time(), attempts=1, last_status=400, reason="http_status", detail="")
 
 
 def _samples(registry: CollectorRegistry, name: str) -> dict[str, float]:
@@ -41,9 +23,9 @@ def _samples(registry: CollectorRegistry, name: str) -> dict[str, float]:
 
 def test_sizes_and_states_per_destination(redis_client: redis.Redis) -> None:
     dead_letter = DeadLetter(redis_client, 3600)
-    dead_letter.add(_entry("evt-1", "crm"))
-    dead_letter.add(_entry("evt-2", "crm"))
-    dead_letter.add(_entry("evt-3", "retired"))  # no longer in the config: still counted
+    dead_letter.add(dead_letter_entry("evt-1", "crm"))
+    dead_letter.add(dead_letter_entry("evt-2", "crm"))
+    dead_letter.add(dead_letter_entry("evt-3", "retired"))  # no longer in the config: still counted
     breaker = CircuitBreaker(redis_client, "bus", BreakerSettings(consecutive_failures=1))
     breaker.record_failure(probe=False)
     registry = CollectorRegistry()

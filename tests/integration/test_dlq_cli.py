@@ -19,6 +19,7 @@ from rq.serializers import JSONSerializer
 from capture_relay import dlq_cli
 from capture_relay.dlq_cli import Pacer, Progress
 from capture_relay.embedded_redis import RedisServer, free_port
+from tests.support.deliveries import dead_letter_entry
 from workers.deadletter import DeadLetter, DeadLetterEntry
 from workers.delivery_job import DeliveryJob, delivery_id_for
 
@@ -63,23 +64,8 @@ def dead_letter(redis_client: redis.Redis) -> DeadLetter:
 
 def entry(event_id: str, destination: str = "crm", *, failed_at: float | None = None) -> DeadLetterEntry:
     """An entry whose payload holds a recognisable e-mail address."""
-    now = time.time()
-    job = DeliveryJob(
-        delivery_id=delivery_id_for(event_id, destination),
-        destination=destination,
-        route="all-changes",
-        event_id=event_id,
-        event_type="entityUpdated",
-        uuid="uuid-1",
-        version=now,
-        occurred_at=now,
-        received_at=now,
-        payload={"email": "jane@example.com"},
-        attempt=3,
-        seq=2,
-    )
-    failed_at = now if failed_at is None else failed_at
-    return DeadLetterEntry(job, failed_at, attempts=3, last_status=400, reason="http_status", detail="HTTP 400")
+    when = {} if failed_at is None else {"failed_at": failed_at}
+    return dead_letter_entry(event_id, destination, seq=2, **when)
 
 
 def queued(redis_client: redis.Redis) -> list[DeliveryJob]:
