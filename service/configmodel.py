@@ -69,7 +69,8 @@ def _whole_seconds(value: object) -> int:
     return math.ceil(seconds)
 
 
-def _to_list(value: object) -> object:
+def one_or_list(value: object) -> object:
+    """A single string where a list is expected becomes a list of one (``to: crm``)."""
     return [value] if isinstance(value, str) else value
 
 
@@ -79,7 +80,7 @@ Duration = Annotated[float, BeforeValidator(parse_duration)]
 # Times that become Redis TTLs or rq timeouts: whole seconds, at least one.
 Ttl = Annotated[int, BeforeValidator(_whole_seconds)]
 Size = Annotated[int, BeforeValidator(parse_size)]
-OneOrMany = Annotated[list[Annotated[str, Field(min_length=1)]], BeforeValidator(_to_list), Field(min_length=1)]
+OneOrMany = Annotated[list[Annotated[str, Field(min_length=1)]], BeforeValidator(one_or_list), Field(min_length=1)]
 HttpsUrl = Annotated[str, BeforeValidator(_https_url)]
 # The root of an API: calls append their paths, and the janrain signature covers only those paths.
 BaseUrl = Annotated[str, BeforeValidator(_https_url), AfterValidator(_bare_origin)]

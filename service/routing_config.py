@@ -14,7 +14,7 @@ import jmespath
 import jmespath.exceptions
 from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
-from service.configmodel import ConfigModel, Duration, HttpsUrl, Rate, SecretStr, Ttl
+from service.configmodel import ConfigModel, Duration, HttpsUrl, Rate, SecretStr, Ttl, one_or_list
 
 # Capture attribute paths: names of letters, digits and "_", joined by dots (``primaryAddress.city``).
 _DOT_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
@@ -54,12 +54,8 @@ def _first_attempt_at_once(value: list[float] | None) -> list[float] | None:
     return value
 
 
-def _to_list(value: object) -> object:
-    return [value] if isinstance(value, str) else value
-
-
 DotPath = Annotated[str, BeforeValidator(_dot_path)]
-DotPaths = Annotated[list[DotPath], BeforeValidator(_to_list)]
+DotPaths = Annotated[list[DotPath], BeforeValidator(one_or_list)]
 Expression = Annotated[str, BeforeValidator(_jmespath)]
 SigningSecret = Annotated[SecretStr, BeforeValidator(_signing_secret)]
 EventType = Literal["entityCreated", "entityUpdated", "entityDeleted", "test"]
@@ -85,7 +81,7 @@ class HttpDestination(ConfigModel):
     type: Literal["http"]
     url: HttpsUrl
     # One secret, or several while the receiver rotates: each one signs, all signatures are sent.
-    signing_secret: Annotated[list[SigningSecret], BeforeValidator(_to_list)] = Field(default_factory=list)
+    signing_secret: Annotated[list[SigningSecret], BeforeValidator(one_or_list)] = Field(default_factory=list)
     # Extra request headers (an API key, say); values are treated as secrets.
     headers: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9-]{1,64}$")], SecretStr] = Field(default_factory=dict)
     timeout: Duration = Field(default=10.0, gt=0)
@@ -115,15 +111,15 @@ class Route(ConfigModel):
     """One routing rule: which events it takes, what they must look like, where they go and in what shape."""
 
     name: str = Field(pattern=_NAME)
-    on: Annotated[list[EventType], BeforeValidator(_to_list)] = Field(
+    on: Annotated[list[EventType], BeforeValidator(one_or_list)] = Field(
         default=["entityCreated", "entityUpdated", "entityDeleted"], min_length=1
     )
-    entity_type: Annotated[list[Annotated[str, Field(min_length=1)]], BeforeValidator(_to_list)] | None = None
+    entity_type: Annotated[list[Annotated[str, Field(min_length=1)]], BeforeValidator(one_or_list)] | None = None
     changed_any: DotPaths = Field(default_factory=list)
     changed_all: DotPaths = Field(default_factory=list)
     # JMESPath over {event, record, previous, changes}; a truthy result matches.
     when: Expression | None = None
-    to: Annotated[list[DestinationName], BeforeValidator(_to_list), Field(min_length=1)]
+    to: Annotated[list[DestinationName], BeforeValidator(one_or_list), Field(min_length=1)]
     # Payload shaping, applied in this order: fields (keep only these), hash, rename, drop.
     fields: DotPaths | None = None
     hash: DotPaths = Field(default_factory=list)

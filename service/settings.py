@@ -200,11 +200,7 @@ class Settings(ConfigModel):
         problems += short_stale_guards(self.delivery, self.destinations)
         if self.capture is None:
             problems += routes_needing_capture(self.routes)
-        if problems:
-            path, problem = problems[0]
-            more = f" (and {len(problems) - 1} more problem(s) in routes)" if len(problems) > 1 else ""
-            context = {"problem": problem, "more": more, "key_path": path}
-            raise PydanticCustomError("route_invalid", "{problem}{more}", context)
+        _refuse_first(problems, "route_invalid")
         return self
 
     @model_validator(mode="after")
@@ -227,12 +223,7 @@ class Settings(ConfigModel):
             capture_entity_type=capture.entity_type if capture is not None else None,
             has_webhooks_api=capture is not None and capture.webhooks_api is not None,
         )
-        if problems:
-            path, problem = problems[0]
-            more = f" (and {len(problems) - 1} more problem(s) in webhooks)" if len(problems) > 1 else ""
-            raise PydanticCustomError(
-                "webhooks_invalid", "{problem}{more}", {"problem": problem, "more": more, "key_path": path}
-            )
+        _refuse_first(problems, "webhooks_invalid")
         return self
 
     @property
@@ -242,6 +233,14 @@ class Settings(ConfigModel):
             return self.ingest.dedup_ttl
         max_age = self.sources.v3.max_age if self.sources.v3 is not None else 48 * 3600
         return max_age + 3600
+
+
+def _refuse_first(problems: list[tuple[str, str]], kind: str) -> None:
+    """Raise the first cross-field problem under its own key path; a validator can raise only one."""
+    if problems:
+        path, problem = problems[0]
+        more = f" (and {len(problems) - 1} more such problem(s))" if len(problems) > 1 else ""
+        raise PydanticCustomError(kind, "{problem}{more}", {"problem": problem, "more": more, "key_path": path})
 
 
 def load(path: str | Path, environ: Mapping[str, str]) -> Settings:

@@ -24,17 +24,13 @@ from urllib.parse import urlsplit
 
 from pydantic import BeforeValidator, Field, ValidationInfo, field_validator
 
-from service.configmodel import ConfigModel, HttpsUrl
+from service.configmodel import ConfigModel, HttpsUrl, one_or_list
 from service.routing_config import DotPath
 
 # Akamai's subscription events (§3.6); ``test`` notifications need no subscription.
 SubscriptionEvent = Literal["entityCreated", "entityUpdated", "entityDeleted"]
 # Capture stores legacy event types in lower case; its docs write them ADD / UPDATE / DELETE.
 LegacyEventType = Literal["add", "update", "delete"]
-
-
-def _to_list(value: object) -> object:
-    return [value] if isinstance(value, str) else value
 
 
 def _lower(value: object) -> object:
@@ -47,7 +43,7 @@ class SubscriptionSpec(ConfigModel):
     # Akamai: 2-200 characters, unique per customer.
     title: str = Field(min_length=2, max_length=200)
     endpoint: HttpsUrl
-    events: Annotated[list[SubscriptionEvent], BeforeValidator(_to_list)] = Field(min_length=1)
+    events: Annotated[list[SubscriptionEvent], BeforeValidator(one_or_list)] = Field(min_length=1)
     enabled: bool = True
     # A JSON Schema (draft-07 subset) over the ``events`` claim; Akamai's filter, passed as is.
     filter: dict[str, Any] | None = None
@@ -70,7 +66,9 @@ class LegacyWebhookSpec(ConfigModel):
     entity_type: str | None = Field(default=None, min_length=1)
     # The attributes whose change fires an ``update`` webhook; Capture requires them there and
     # refuses them elsewhere. Validated even when left out, so a bare update is an error here.
-    attributes: Annotated[list[DotPath], BeforeValidator(_to_list)] | None = Field(default=None, validate_default=True)
+    attributes: Annotated[list[DotPath], BeforeValidator(one_or_list)] | None = Field(
+        default=None, validate_default=True
+    )
 
     @field_validator("attributes")
     @classmethod
