@@ -12,16 +12,22 @@ from typing import Annotated, Literal
 
 import jmespath
 import jmespath.exceptions
-from pydantic import AfterValidator, BeforeValidator, Field, model_validator
+from pydantic import BeforeValidator, Field, model_validator
 
-from service.configmodel import ConfigModel, Duration, HttpsUrl, Rate, SecretStr, Ttl, one_or_list
+from service.configmodel import ConfigModel, Duration, Ttl, one_or_list
+from service.destination_config import (
+    NAME_PATTERN,
+    BreakerSettings,
+    Destination,
+    DestinationName,
+    Schedule,
+)
 
 # Capture attribute paths: names of letters, digits and "_", joined by dots (``primaryAddress.city``).
 _DOT_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
-_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
+
 # The four Capture event types a route may ask for; Capture may add more, which no route matches.
 EVENT_TYPES = ("entityCreated", "entityUpdated", "entityDeleted", "test")
-_STANDARD_WEBHOOK_SECRET = re.compile(r"^whsec_[A-Za-z0-9+/]+={0,2}$")
 
 
 def _dot_path(value: object) -> object:
@@ -41,76 +47,16 @@ def _jmespath(value: object) -> object:
     return value
 
 
-def _signing_secret(value: object) -> object:
-    if not isinstance(value, str) or not _STANDARD_WEBHOOK_SECRET.match(value):
-        # The value itself is never repeated: it is a secret.
-        raise ValueError("must be a Standard Webhooks secret: whsec_ followed by base64")
-    return value
-
-
-def _first_attempt_at_once(value: list[float] | None) -> list[float] | None:
-    if value and value[0] != 0:
-        raise ValueError("must start with 0: the first attempt is made at once, each later entry is a wait")
-    return value
-
-
 DotPath = Annotated[str, BeforeValidator(_dot_path)]
 DotPaths = Annotated[list[DotPath], BeforeValidator(one_or_list)]
 Expression = Annotated[str, BeforeValidator(_jmespath)]
-SigningSecret = Annotated[SecretStr, BeforeValidator(_signing_secret)]
 EventType = Literal["entityCreated", "entityUpdated", "entityDeleted", "test"]
-DestinationName = Annotated[str, Field(pattern=_NAME)]
-
-
-class BreakerSettings(ConfigModel):
-    """When a destination's circuit breaker opens, and how it probes its way back."""
-
-    # Opens after this many failures in a row...
-    consecutive_failures: int = Field(default=5, ge=1)
-    # ...or when this share of the attempts in the window failed (with at least min_attempts).
-    failure_ratio: float = Field(default=0.5, gt=0, le=1)
-    window: Duration = Field(default=60.0, gt=0)
-    min_attempts: int = Field(default=20, ge=1)
-    # How long it stays open before one probe delivery is let through (half-open).
-    open_for: Duration = Field(default=30.0, gt=0)
-
-
-class HttpDestination(ConfigModel):
-    """POST each delivery as JSON, signed as Standard Webhooks (webhook-id/-timestamp/-signature)."""
-
-    type: Literal["http"]
-    url: HttpsUrl
-    # One secret, or several while the receiver rotates: each one signs, all signatures are sent.
-    signing_secret: Annotated[list[SigningSecret], BeforeValidator(one_or_list)] = Field(default_factory=list)
-    # Extra request headers (an API key, say); values are treated as secrets.
-    headers: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9-]{1,64}$")], SecretStr] = Field(default_factory=dict)
-    timeout: Duration = Field(default=10.0, gt=0)
-    # Sends per second of all workers together (N/s, N/m, N/h); none by default.
-    rate_limit: Rate | None = None
-    # Overrides delivery.schedule / delivery.breaker for this destination.
-    schedule: Annotated[list[Duration] | None, AfterValidator(_first_attempt_at_once)] = Field(
-        default=None, min_length=1
-    )
-    breaker: BreakerSettings | None = None
-
-    @model_validator(mode="after")
-    def _headers_not_ours(self) -> HttpDestination:
-        ours = {"content-type", "webhook-id", "webhook-timestamp", "webhook-signature", "host", "content-length"}
-        taken = sorted(name for name in self.headers if name.lower() in ours)
-        if taken:
-            raise ValueError(f"headers: {', '.join(taken)} is set by capture-relay itself")
-        return self
-
-
-Destination = Annotated[HttpDestination, Field(discriminator="type")]
-# Every destination type by its ``type:`` tag (the sinks issue adds postgres, redis_stream, ...).
-DESTINATION_TYPES: dict[str, type[ConfigModel]] = {"http": HttpDestination}
 
 
 class Route(ConfigModel):
     """One routing rule: which events it takes, what they must look like, where they go and in what shape."""
 
-    name: str = Field(pattern=_NAME)
+    name: str = Field(pattern=NAME_PATTERN)
     on: Annotated[list[EventType], BeforeValidator(one_or_list)] = Field(
         default=["entityCreated", "entityUpdated", "entityDeleted"], min_length=1
     )
@@ -133,7 +79,7 @@ class DeliverySettings(ConfigModel):
     queue: str = Field(default="capture-deliveries", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     # Wait before each attempt (the first is 0: at once): about two days in all, so a receiver's
     # outage over a weekend loses nothing.
-    schedule: Annotated[list[Duration], AfterValidator(_first_attempt_at_once)] = Field(
+    schedule: Schedule = Field(
         default=[0, 5, 30, 120, 600, 1800, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 24 * 3600], min_length=1
     )
     # Each wait is spread by up to this share either way, so that retries of an outage do not arrive at once.

@@ -29,12 +29,10 @@ from service.configmodel import (
     Size,
     Ttl,
 )
+from service.destination_config import DESTINATION_TYPES, Destination, DestinationName
 from service.interpolate import InterpolationError, interpolate
 from service.routing_config import (
-    DESTINATION_TYPES,
     DeliverySettings,
-    Destination,
-    DestinationName,
     Route,
     duplicate_route_names,
     routes_needing_capture,

@@ -37,8 +37,8 @@ from typing import Literal
 import redis
 import structlog
 
+from service.destination_config import BreakerSettings
 from service.redistext import as_text
-from service.routing_config import BreakerSettings
 from workers.redis_clock import LUA_NOW
 
 log = structlog.get_logger(__name__)

@@ -24,8 +24,8 @@ from typing import Any
 import redis
 import structlog
 
+from service.destination_config import BreakerSettings, Destination
 from service.metrics import WorkerMetrics
-from service.routing_config import BreakerSettings, Destination
 from service.settings import Settings
 from workers import context
 from workers.breaker import CircuitBreaker
@@ -151,6 +151,7 @@ class DeliveryEngine:
             uuid=job.uuid,
             payload=job.payload,
             attempt=job.attempt,
+            version=job.version,
         )
         started = time.perf_counter()
         try:
@@ -244,7 +245,7 @@ def open_lane(name: str, config: Destination, settings: Settings, connection: re
         )
     return Lane(
         name=name,
-        sink=open_sink(name, config, max_connections=settings.worker.concurrency),
+        sink=open_sink(name, config, max_connections=settings.worker.concurrency, relay_redis_url=settings.redis_url),
         breaker=CircuitBreaker(connection, name, breaker),
         limiter=limiter,
         schedule=tuple(config.schedule or settings.delivery.schedule),

@@ -12,7 +12,7 @@ import redis
 from structlog.testing import capture_logs
 
 from capture_relay.embedded_redis import RedisServer
-from service.routing_config import BreakerSettings
+from service.destination_config import BreakerSettings
 from workers.breaker import Admission, CircuitBreaker, breaker_states
 
 BreakerFactory = Callable[..., CircuitBreaker]

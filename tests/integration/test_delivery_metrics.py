@@ -5,7 +5,7 @@ from __future__ import annotations
 import redis
 from prometheus_client import CollectorRegistry
 
-from service.routing_config import BreakerSettings
+from service.destination_config import BreakerSettings
 from tests.support.deliveries import dead_letter_entry
 from workers.breaker import CircuitBreaker
 from workers.deadletter import DeadLetter

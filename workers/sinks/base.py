@@ -11,6 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+# Connections a sink may hold when its opener does not say: about one per worker thread.
+DEFAULT_MAX_CONNECTIONS = 32
+
 
 @dataclass(frozen=True, slots=True)
 class Outgoing:
@@ -24,6 +27,9 @@ class Outgoing:
     # Record values: kept out of the repr, so that a logged or raised Outgoing shows none.
     payload: dict[str, Any] = field(repr=False)
     attempt: int
+    # The record's lastUpdated as epoch seconds (a deletion: a value above every real one), or
+    # None when unknown: what a mirror orders its writes by.
+    version: float | None = None
 
 
 class SinkError(Exception):

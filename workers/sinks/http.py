@@ -27,9 +27,9 @@ from urllib.parse import urljoin, urlsplit
 import httpx2
 import orjson
 
-from service.routing_config import HttpDestination
+from service.destination_config import HttpDestination
 from service.timeutil import parse_retry_after
-from workers.sinks.base import Outgoing, SinkError
+from workers.sinks.base import DEFAULT_MAX_CONNECTIONS, Outgoing, SinkError
 from workers.sinks.signing import sign, signing_key
 
 # An answer is only ever quoted in an error, never parsed: this much is plenty.
@@ -37,8 +37,6 @@ ANSWER_CAP = 4096
 EXCERPT_LENGTH = 200
 RETRYABLE_4XX = frozenset({408, 409, 425, 429})
 REDACTED = "[redacted]"
-# Sized for a worker's threads all sending to one destination at once.
-DEFAULT_MAX_CONNECTIONS = 32
 
 
 def loggable_url(url: str) -> str:

@@ -23,7 +23,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from capture_relay.embedded_redis import free_port
-from service.routing_config import HttpDestination
+from service.destination_config import HttpDestination
 from tests.support.servers import serve_in_thread
 from workers.sinks import open_sink
 from workers.sinks.base import Outgoing, SinkError
