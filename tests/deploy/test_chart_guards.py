@@ -29,6 +29,10 @@ SECRET_PATHS = (
     "destinations.crm.signing_secret[1]",
     "destinations.crm.headers.Authorization",
     "destinations.crm.headers.X-Tenant-Key",
+    "destinations.mirror.dsn",
+    "destinations.stream.url",
+    "destinations.rabbit.url",
+    "destinations.jetstream.url",
 )
 REFERENCE = re.compile(r"^\$\{\s*(file:[^}]+|[A-Za-z_][A-Za-z0-9_]*)\s*(:-(?P<default>[^}]*))?\}$")
 # A header value may name its authentication scheme before the reference: "Bearer ${TOKEN}".
@@ -59,7 +63,8 @@ def secret_literals(rendered: Rendered) -> list[str]:
             match = REFERENCE.match(value) if isinstance(value, str) else None
             default = (match["default"] or "") if match else ""
             credentials = "@" in default or CREDENTIALS.search(default) is not None
-            if match is None or credentials or (default and path != "redis_url"):
+            url = path == "redis_url" or path.endswith((".dsn", ".url"))
+            if match is None or credentials or (default and not url):
                 found.append(f"{config_map['metadata']['name']}: {path}")
     return found
 
@@ -180,6 +185,23 @@ def test_the_secret_literal_check_finds_literals(everything_render: Rendered) ->
         (
             "config.destinations.crm.headers.X-Tenant-Key",
             {"destinations": {"crm": {"headers": {"X-Tenant-Key": "hunter2-literal"}}}},
+        ),
+        (
+            "config.destinations.mirror.dsn",
+            {"destinations": {"mirror": {"dsn": "postgresql://r:hunter2-literal@db/app"}}},
+        ),
+        (
+            "config.destinations.mirror.dsn",
+            {"destinations": {"mirror": {"dsn": "${MIRROR_DSN:-postgresql://r:hunter2-literal@db/app}"}}},
+        ),
+        ("config.destinations.rabbit.url", {"destinations": {"rabbit": {"url": "amqp://r:hunter2-literal@mq:5672/"}}}),
+        (
+            "config.destinations.jetstream.url",
+            {"destinations": {"jetstream": {"url": "nats://hunter2-literal@n:4222"}}},
+        ),
+        (
+            "config.destinations.events.options.sasl.password",
+            {"destinations": {"events": {"options": {"sasl.password": "hunter2-literal"}}}},
         ),
     ],
 )

@@ -223,6 +223,9 @@ def test_rendered_config_is_valid_for_capture_relay(any_render: Rendered, tmp_pa
     names = set(re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)", text))
     environ = {name: WEBHOOK_SECRET if name in signing else "from-the-environment" for name in names}
     environ["REDIS_URL"] = "redis://redis:6379/0"
+    # Broker and database URLs must have their scheme.
+    environ.update(MIRROR_DSN="postgresql://relay@db/app", STREAM_REDIS_URL="redis://events-redis:6379/0")
+    environ.update(AMQP_URL="amqp://relay@rabbit:5672/%2F", NATS_URL="nats://nats:4222")
     environ["CAPTURE_CUSTOMER_ID"] = "customer-1"
     settings = from_mapping(yaml.safe_load(text), environ)
     assert settings.ingest.queue == "capture-events"

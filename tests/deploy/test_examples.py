@@ -14,7 +14,7 @@ import itertools
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 import yaml
@@ -91,6 +91,10 @@ def _secret_paths_in(annotation: Any, path: str) -> set[str]:
     if annotation is Secret:
         return {path}
     if hasattr(annotation, "model_fields"):
+        # A member of a tagged union (a destination type): its keys are secrets only under its tag.
+        tag: Any = getattr(annotation.model_fields.get("type"), "annotation", None)
+        if getattr(tag, "__origin__", None) is Literal:
+            path = f"{path}(type={tag.__args__[0]})"
         return secret_paths(annotation, f"{path}.")
     if origin is list:
         return _secret_paths_in(annotation.__args__[0], f"{path}[]")
@@ -101,12 +105,16 @@ def _secret_paths_in(annotation: Any, path: str) -> set[str]:
 
 
 def values_at(tree: Any, path: str) -> list[Any]:
-    """The values at ``a.b[].c`` in a parsed tree (``[]``: every item of a list, ``*``: every value of a mapping)."""
+    """The values at ``a.b[].c`` in a parsed tree (``[]``: every item of a list, ``*``: every value of a
+    mapping, ``*(type=amqp)``: every value whose ``type`` is ``amqp``)."""
     nodes = [tree]
     for part in path.split("."):
         key, each = part.removesuffix("[]"), part.endswith("[]")
+        key, _, tag = key.partition("(type=")
         if key == "*":
             nodes = [value for node in nodes if isinstance(node, dict) for value in node.values()]
+            if tag:
+                nodes = [node for node in nodes if isinstance(node, dict) and node.get("type") == tag[:-1]]
         else:
             nodes = [node[key] for node in nodes if isinstance(node, dict) and key in node]
         if each:
@@ -210,7 +218,9 @@ def test_a_missing_variable_is_named(
 def test_every_secret_of_the_config_is_a_reference(config_tree: Any) -> None:
     paths = secret_paths()
     assert {"redis_url", "capture.client_secret", "sources.legacy.callback_hashes[]"} <= paths
-    assert {"destinations.*.signing_secret[]", "destinations.*.headers.*"} <= paths
+    assert {"destinations.*(type=http).signing_secret[]", "destinations.*(type=http).headers.*"} <= paths
+    assert {"destinations.*(type=postgres).dsn", "destinations.*(type=kafka).options.*"} <= paths
+    assert "destinations.*(type=http).url" not in paths
     checked = 0
     for path in paths:
         for value in values_at(config_tree, path):

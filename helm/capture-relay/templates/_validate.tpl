@@ -67,6 +67,20 @@ The secret keys of the config that are set, as JSON: {"config.<path>": value}.
 {{- $_ := set $found (printf "config.destinations.%s.headers.%s" $name $header) $value }}
 {{- end }}
 {{- end }}
+{{- /* A database DSN or broker URL carries its credentials (postgres, redis_stream, amqp, nats). */}}
+{{- range $key := list "dsn" "url" }}
+{{- if and (hasKey $destination $key) (ne (toString $destination.type) "http") }}
+{{- $_ := set $found (printf "config.destinations.%s.%s" $name $key) (get $destination $key) }}
+{{- end }}
+{{- end }}
+{{- /* librdkafka properties that hold credentials (sasl.password, ssl.key.password, ...). */}}
+{{- if kindIs "map" $destination.options }}
+{{- range $option, $value := $destination.options }}
+{{- if regexMatch "(?i)(password|secret|token|jaas|private|\\.key$|\\.pem$)" $option }}
+{{- $_ := set $found (printf "config.destinations.%s.options.%s" $name $option) $value }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- end }}
 {{- end }}
 {{- end }}
@@ -113,7 +127,7 @@ default). Call with (dict "root" $ "value" v "path" "config.redis_url" "url" tru
 {{- define "capture-relay.validateSecrets" -}}
 {{- range $path, $value := include "capture-relay.secretConfigValues" $ | fromJson }}
 {{- if kindIs "string" $value }}{{ $value = include "capture-relay.withoutScheme" (dict "path" $path "value" $value) }}{{ end }}
-{{- include "capture-relay.checkSecretReference" (dict "root" $ "value" $value "path" $path "url" (eq $path "config.redis_url")) }}
+{{- include "capture-relay.checkSecretReference" (dict "root" $ "value" $value "path" $path "url" (or (eq $path "config.redis_url") (regexMatch "^config\\.destinations\\..+\\.(dsn|url)$" $path))) }}
 {{- end }}
 {{- end }}
 
