@@ -3,11 +3,13 @@ refused with which key path, and that no credential is repeated in an error."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from service.destination_config import (
+    DESTINATION_TYPES,
     AmqpDestination,
     KafkaDestination,
     NatsDestination,
@@ -151,3 +153,11 @@ class TestRefused:
         section = {key: value for key, value in POSTGRES.items() if key != "dsn"}
 
         assert _problems(section) == [("destinations.target.dsn", "field required")]
+
+
+def test_the_config_reference_documents_every_key_of_every_type() -> None:
+    reference = (Path(__file__).parents[2] / "docs" / "configuration.md").read_text(encoding="utf-8")
+    for name, model in DESTINATION_TYPES.items():
+        assert f"`{name}`" in reference
+        for key in model.model_fields:
+            assert f"| `destinations.<name>.{key}` |" in reference, f"{name}.{key} is not in docs/configuration.md"
