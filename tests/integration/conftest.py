@@ -1,4 +1,4 @@
-"""The real services the sinks are tested against, as on this machine; each is checked once.
+"""The real services the destinations are tested against, as on this machine; each is checked once.
 
 They are the machine's shared instances (PostgreSQL, RabbitMQ, NATS with JetStream), so every
 test makes its own table, exchange, queue or stream under a unique name and removes it after.
