@@ -16,7 +16,7 @@ from pathlib import Path
 import redis
 import uvicorn
 
-from capture_relay import dlq_cli, register_cli, rules_cli
+from capture_relay import dlq_cli, register_cli, rules_cli, sinks_cli
 from capture_relay.config_args import config_option as _config_option
 from capture_relay.config_args import settings_from
 from service.app import create_app
@@ -119,6 +119,7 @@ def _parser() -> argparse.ArgumentParser:
     rules_cli.add_parser(commands)
     register_cli.add_parser(commands)
     dlq_cli.add_parser(commands)
+    sinks_cli.add_parser(commands)
 
     simulate = commands.add_parser(
         "simulate",
