@@ -2,7 +2,9 @@
 
 The services on this machine are shared with other tests and sessions, so a test never stops
 one; it puts this proxy in front instead. ``cut()`` resets every open connection and refuses
-new ones, as a broker that went away does; ``restore()`` lets connections through again.
+new ones, as a broker that went away does; ``freeze()`` keeps every connection open but passes
+no more bytes either way, as a peer that hangs (or a half-open connection) does; ``restore()``
+lets everything through again.
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ class TcpProxy:
         self._lock = threading.Lock()
         self._open: set[socket.socket] = set()
         self._cut = False
+        # Set while bytes flow; cleared by freeze(), so the pumps hold what they read.
+        self._flowing = threading.Event()
+        self._flowing.set()
         self._stopped = threading.Event()
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port: int = self._listener.getsockname()[1]
@@ -41,23 +46,32 @@ class TcpProxy:
         for sock in sockets:
             _reset(sock)
 
+    def freeze(self) -> None:
+        """Keep connections (and new ones) open but forward nothing until ``restore``."""
+        self._flowing.clear()
+
     def restore(self) -> None:
-        """Let connections through again."""
+        """Let connections and bytes through again."""
         with self._lock:
             self._cut = False
+        self._flowing.set()
 
     def start(self) -> None:
         self._thread.start()
 
     def stop(self) -> None:
         self._stopped.set()
+        self._flowing.set()
         self.cut()
         self._listener.close()
         self._thread.join(timeout=5)
 
     def _accept(self) -> None:
         while not self._stopped.is_set():
-            ready, _, _ = select.select([self._listener], [], [], 0.1)
+            try:
+                ready, _, _ = select.select([self._listener], [], [], 0.1)
+            except (OSError, ValueError):
+                return  # stop() closed the listener
             if not ready:
                 continue
             try:
@@ -88,6 +102,9 @@ class TcpProxy:
                     data = sock.recv(65536)
                     if not data:
                         return
+                    while not self._flowing.wait(0.1):
+                        if self._stopped.is_set():
+                            return
                     peers[sock].sendall(data)
         except (OSError, ValueError):
             return
