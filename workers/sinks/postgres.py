@@ -28,9 +28,14 @@ deliveries (the breaker opens) rather than dead-lettering every one. Errors name
 ``host:port/dbname`` and the SQLSTATE; they never show the DSN's password, and for data errors
 not even PostgreSQL's message, which may quote the value it refused.
 
-Limits: one send takes at most about twice ``timeout`` (waiting for a connection, then the
-statement's ``statement_timeout``), plus TCP's own detection when the network drops packets
-silently. ``statement_timeout`` is set as a startup option, which PgBouncer refuses unless it is
+A send never waits on the database past its time: besides the server's ``statement_timeout``,
+a watchdog shuts the connection's socket down when the pre-use check or the statement has not
+returned within ``timeout`` (a stalled server, or a proxy in front of a dead primary, keeps the
+TCP connection alive but never answers). The send then fails as ``connection`` and the pool
+drops that connection.
+
+Limits: one send takes at most about three times ``timeout`` (waiting for a connection, its
+check, then the statement). ``statement_timeout`` is set as a startup option, which PgBouncer refuses unless it is
 in ``ignore_startup_parameters``. Connection errors are told apart by libpq's English messages.
 With ``deletes: hard`` no tombstone stops a late update from re-creating the row; the delivery
 engine's stale guard does, for as long as it remembers the deletion.
@@ -38,8 +43,12 @@ engine's stale guard does, for as long as it remembers the deletion.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+import socket
 import threading
+from collections.abc import Iterator
 from typing import Any, Self
 
 import orjson
@@ -51,6 +60,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from service.destination_config import PostgresDestination
+from service.normalize import RECORD_EVENTS
 from workers.sinks.base import DEFAULT_MAX_CONNECTIONS, Outgoing, SinkError
 from workers.sinks.postgres_schema import (
     COLUMNS,
@@ -62,8 +72,6 @@ from workers.sinks.postgres_schema import (
     create_sql,
 )
 
-# Events that change the mirror; anything else (``test``) writes nothing.
-MIRRORED_EVENTS = frozenset({"entityCreated", "entityUpdated", "entityDeleted"})
 INIT_HINT = "run `capture-relay sinks init`"
 CHECK_HINT = "`capture-relay sinks check` names what differs"
 EXCERPT_LENGTH = 200
@@ -106,7 +114,7 @@ class PostgresSink:
             min_size=0,
             max_size=max_connections,
             open=False,
-            check=ConnectionPool.check_connection,
+            check=self._check_connection,
             name=f"capture-relay-{name}",
             timeout=config.timeout,
             # Retry a failed connect in the background only this long; the next send starts over,
@@ -127,7 +135,10 @@ class PostgresSink:
             return
         statement, params = write
         try:
-            with self._connections().connection(timeout=self._config.timeout) as connection:
+            with (
+                self._connections().connection(timeout=self._config.timeout) as connection,
+                _watchdog(connection, self._config.timeout),
+            ):
                 connection.execute(statement, params)
         except orjson.JSONEncodeError:
             detail = "the record cannot be written as JSON (an integer beyond 64 bits?)"
@@ -141,7 +152,7 @@ class PostgresSink:
         Raises:
             SinkError: what is missing or different, or why the database could not be asked.
         """
-        with self._connect() as connection:
+        with self._connect() as connection, _watchdog(connection, self._config.timeout):
             try:
                 return self._verify(connection)
             except psycopg.Error as exc:
@@ -153,7 +164,7 @@ class PostgresSink:
         Raises:
             SinkError: the database could not be reached or refused (a missing schema, no privilege).
         """
-        with self._connect() as connection:
+        with self._connect() as connection, _watchdog(connection, self._config.timeout):
             try:
                 with connection.transaction():
                     existed = connection.execute(FIND_TABLE, [self._config.table]).fetchone() is not None
@@ -178,8 +189,13 @@ class PostgresSink:
         detail = f"{what} ({self.target}; {self._mask(_cause(exc))})"
         return SinkError(reason=reason, retryable=retryable, detail=detail)
 
+    def _check_connection(self, connection: psycopg.Connection[TupleRow]) -> None:
+        # The pool's own check (an empty query), bounded: a connection that does not answer is dropped.
+        with _watchdog(connection, self._config.timeout):
+            ConnectionPool.check_connection(connection)
+
     def _write_for(self, outgoing: Outgoing) -> tuple[sql.Composed, dict[str, Any]] | None:
-        if outgoing.event_type not in MIRRORED_EVENTS or not outgoing.uuid:
+        if outgoing.event_type not in RECORD_EVENTS or not outgoing.uuid:
             return None
         record = outgoing.payload.get("record")
         params: dict[str, Any] = {
@@ -254,6 +270,33 @@ class PostgresSink:
         for secret in sorted(self._secrets, key=len, reverse=True):
             text = text.replace(secret, "****")
         return text
+
+
+@contextlib.contextmanager
+def _watchdog(connection: psycopg.Connection[TupleRow], seconds: float) -> Iterator[None]:
+    """Shut ``connection``'s socket down if the block has not finished within ``seconds``.
+
+    libpq waits for an answer as long as the peer keeps the TCP connection alive; the server's
+    statement_timeout and TCP's timeouts do not help when the peer itself hangs. Shutting the
+    socket down (on a duplicate of its descriptor, which libpq keeps owning) makes libpq's wait
+    end at once with a connection error; the pool then discards the connection.
+    """
+    if connection.closed:
+        yield
+        return
+    descriptor = connection.pgconn.socket
+
+    def cut() -> None:
+        with contextlib.suppress(OSError), socket.socket(fileno=os.dup(descriptor)) as duplicate:
+            duplicate.shutdown(socket.SHUT_RDWR)
+
+    timer = threading.Timer(seconds, cut)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
 
 
 class _ConnectFailures:

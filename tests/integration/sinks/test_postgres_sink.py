@@ -428,6 +428,31 @@ def test_a_cut_connection_fails_retryably_and_the_sink_reconnects(
     assert sorted(rows(postgres_dsn, table)) == ["after", "before-0", "before-1", "before-2", "during"]
 
 
+@pytest.mark.timeout(30)
+def test_a_database_that_stops_answering_fails_the_send_within_its_time(
+    postgres_dsn: str, table: str, make_sink: SinkFactory
+) -> None:
+    """The proxy keeps the connection open but passes nothing (a hung server, a half-open
+    connection): neither the pool's check nor the statement may wait past the timeout. After
+    restore the same sink writes again, and nothing is lost."""
+    address = urlsplit(postgres_dsn)
+    make_sink().create_table()
+    with running_proxy(address.hostname or "127.0.0.1", address.port or 5432) as proxy:
+        sink = make_sink(dsn=f"postgresql://postgres@{proxy.address}/test", timeout="1s")
+        sink.send(outgoing("entityCreated", V1, uuid="before"))
+
+        proxy.freeze()
+        failed = outgoing("entityCreated", V1, uuid="during")
+        error = send_failing(sink, failed)
+        proxy.restore()
+        sink.send(failed)  # the engine's retry
+        sink.close()
+
+    assert error.retryable is True
+    assert error.reason in {"connection", "timeout"}
+    assert sorted(rows(postgres_dsn, table)) == ["before", "during"]
+
+
 def test_every_idle_connection_a_cut_killed_is_replaced(postgres_dsn: str, table: str, make_sink: SinkFactory) -> None:
     """After an outage while idle, the pool's check drops dead connections: the first send succeeds."""
     address = urlsplit(postgres_dsn)
