@@ -34,8 +34,8 @@ returned within ``timeout`` (a stalled server, or a proxy in front of a dead pri
 TCP connection alive but never answers). The send then fails as ``connection`` and the pool
 drops that connection.
 
-Limits: one send takes at most about three times ``timeout`` (waiting for a connection, its
-check, then the statement). ``statement_timeout`` is set as a startup option, which PgBouncer refuses unless it is
+Limits: one send takes at most about three times ``timeout`` and a second (waiting for a
+connection, its check, then the statement). ``statement_timeout`` is set as a startup option, which PgBouncer refuses unless it is
 in ``ignore_startup_parameters``. Connection errors are told apart by libpq's English messages.
 With ``deletes: hard`` no tombstone stops a late update from re-creating the row; the delivery
 engine's stale guard does, for as long as it remembers the deletion.
@@ -75,6 +75,8 @@ from workers.sinks.postgres_schema import (
 INIT_HINT = "run `capture-relay sinks init`"
 CHECK_HINT = "`capture-relay sinks check` names what differs"
 EXCERPT_LENGTH = 200
+# How long past its statement_timeout a statement may go unanswered before its socket is cut.
+WATCHDOG_GRACE = 1.0
 # SQLSTATE classes whose messages name objects, never values: safe to quote.
 _QUOTABLE_CLASSES = frozenset({"08", "28", "3D", "3F", "40", "42", "53", "55", "57", "58"})
 _DATA_CLASSES = frozenset({"22", "23", "54"})
@@ -137,7 +139,8 @@ class PostgresSink:
         try:
             with (
                 self._connections().connection(timeout=self._config.timeout) as connection,
-                _watchdog(connection, self._config.timeout),
+                # A moment past statement_timeout: a server that answers says "timeout" itself.
+                _watchdog(connection, self._config.timeout + WATCHDOG_GRACE),
             ):
                 connection.execute(statement, params)
         except orjson.JSONEncodeError:
