@@ -35,8 +35,9 @@ TCP connection alive but never answers). The send then fails as ``connection`` a
 drops that connection.
 
 Limits: one send takes at most about three times ``timeout`` and a second (waiting for a
-connection, its check, then the statement). ``statement_timeout`` is set as a startup option, which PgBouncer refuses unless it is
-in ``ignore_startup_parameters``. Connection errors are told apart by libpq's English messages.
+connection, its check, then the statement). ``statement_timeout`` is set as a startup option,
+which PgBouncer refuses unless it is in ``ignore_startup_parameters``. Connection errors are told
+apart by libpq's English messages.
 With ``deletes: hard`` no tombstone stops a late update from re-creating the row; the delivery
 engine's stale guard does, for as long as it remembers the deletion.
 """

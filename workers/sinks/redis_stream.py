@@ -20,7 +20,11 @@ added again.
     out of memory (OOM)                   SinkError(full, retryable): maxmemory reached
     ACL denies a command (NOPERM)         SinkError(permission, retryable)
     a read-only replica (READONLY)        SinkError(read_only, retryable): until the failover ends
+    a Redis Cluster node (MOVED, ASK)     SinkError(cluster, retryable): not supported, see below
     anything else Redis refuses           SinkError(redis, retryable)
+
+The client speaks to one Redis server (a primary, or one behind Sentinel's or a proxy's fixed
+address), not to Redis Cluster: a cluster node answers MOVED for the slots it does not own.
 
 Every failure is retryable: each is fixed by an operator or a failover, and meanwhile the
 circuit breaker holds the deliveries back rather than dead-lettering them. Errors name the
@@ -35,7 +39,14 @@ from urllib.parse import urlsplit, urlunsplit
 import orjson
 import redis
 from redis.backoff import NoBackoff
-from redis.exceptions import AuthenticationError, NoPermissionError, OutOfMemoryError, ReadOnlyError
+from redis.exceptions import (
+    AskError,
+    AuthenticationError,
+    MovedError,
+    NoPermissionError,
+    OutOfMemoryError,
+    ReadOnlyError,
+)
 from redis.retry import Retry
 
 from service.destination_config import RedisStreamDestination
@@ -96,6 +107,7 @@ class RedisStreamSink:
         self._client = redis.Redis(connection_pool=self._pool)
         self._add_once = self._client.register_script(_ADD_ONCE)
         self._window = math.ceil(config.dedup_window)
+        self._closed = False
 
     def send(self, outgoing: Outgoing) -> None:
         """Add ``outgoing`` to the stream, unless it was added within the dedup window.
@@ -110,6 +122,8 @@ class RedisStreamSink:
             "entity_type", outgoing.payload.get("entity_type") or "",
             "payload", orjson.dumps(outgoing.payload),
         )  # fmt: skip
+        if self._closed:
+            raise SinkError(reason="connection", retryable=True, detail=f"the sink is closed ({self.target})")
         marker = f"{MARKER_PREFIX}{{{self._config.stream}}}:{outgoing.delivery_id}"
         try:
             self._add_once(keys=[marker, self._config.stream], args=[self._window, self._config.maxlen, *fields])
@@ -139,7 +153,8 @@ class RedisStreamSink:
         return f"stream {stream} on {self.target}: {length} entries, capped at about {self._config.maxlen}"
 
     def close(self) -> None:
-        """Close the pooled connections; a later send would open new ones."""
+        """Close the pooled connections; later sends fail as retryable."""
+        self._closed = True
         self._pool.disconnect()
 
     def _error(self, exc: redis.RedisError) -> SinkError:
@@ -158,6 +173,8 @@ class RedisStreamSink:
             reason, what = "permission", "the Redis user may not run EVALSHA, EXISTS, XADD or SET on these keys"
         elif isinstance(exc, ReadOnlyError):
             reason, what = "read_only", "Redis is a read-only replica"
+        elif isinstance(exc, MovedError | AskError):
+            reason, what = "cluster", "this Redis is a cluster node; a redis_stream needs a single Redis server"
         else:
             reason, what = "redis", "Redis refused the entry"
         cause = f"{type(exc).__name__}: {self._scrubbed(message)}"

@@ -5,6 +5,10 @@ in the errors."""
 
 from __future__ import annotations
 
+import contextlib
+import random
+import socket
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,7 +18,7 @@ import orjson
 import pytest
 import redis
 
-from capture_relay.embedded_redis import RedisServer, free_port
+from capture_relay.embedded_redis import RedisServer, find_redis_server, free_port
 from service.destination_config import RedisStreamDestination
 from service.secret import Secret
 from tests.support.tcp_proxy import running_proxy
@@ -195,6 +199,102 @@ def test_a_cut_connection_fails_retryably_and_nothing_is_lost(
 
     assert {(error.reason, error.retryable) for error in failures} <= {("connection", True), ("timeout", True)}
     assert delivery_ids(redis_client, stream) == ["evt-0001:audit", "evt-0002:audit"]
+
+
+@pytest.mark.timeout(30)
+def test_a_redis_that_stops_answering_fails_the_send_within_its_time(
+    redis_server: RedisServer, redis_client: redis.Redis, stream: str, make_sink: SinkFactory
+) -> None:
+    """The proxy keeps the connection open but passes nothing: the send fails (it may have been
+    written); after restore the retry adds nothing twice."""
+    with running_proxy("127.0.0.1", redis_server.port) as proxy:
+        sink = make_sink(url=f"redis://{proxy.address}/0", timeout=1)
+        sink.send(outgoing(1))
+
+        proxy.freeze()
+        error = send_failing(sink, outgoing(2))
+        proxy.restore()
+        sink.send(outgoing(2, attempt=2))
+
+    assert (error.reason, error.retryable) in {("timeout", True), ("connection", True)}
+    assert delivery_ids(redis_client, stream) == ["evt-0001:audit", "evt-0002:audit"]
+
+
+def test_a_closed_sink_refuses_to_send(make_sink: SinkFactory) -> None:
+    sink = make_sink()
+    sink.close()
+
+    error = send_failing(sink, outgoing(1))
+
+    assert (error.reason, error.retryable) == ("connection", True)
+
+
+@pytest.mark.timeout(60)
+def test_a_redis_cluster_node_is_named_as_such(tmp_path: Path, stream: str, make_sink: SinkFactory) -> None:
+    """A node that does not own the stream's slot answers MOVED: the reason says cluster, not a
+    generic refusal, since a single Redis server is what this destination needs."""
+    with _two_node_cluster(tmp_path) as (first, second):
+        slot = redis.Redis(port=first).cluster("keyslot", stream)
+        elsewhere = second if int(slot) < 8192 else first
+        sink = make_sink(url=f"redis://127.0.0.1:{elsewhere}/0")
+
+        error = send_failing(sink, outgoing(1))
+
+    assert (error.reason, error.retryable) == ("cluster", True)
+
+
+@contextlib.contextmanager
+def _two_node_cluster(directory: Path) -> Iterator[tuple[int, int]]:
+    """Two cluster-enabled redis-servers: slots 0-8191 on the first, 8192-16383 on the second."""
+    ports = [_cluster_port(), _cluster_port()]
+    processes = []
+    try:
+        for port in ports:
+            node = directory / str(port)
+            node.mkdir()
+            command = [find_redis_server(), "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+            command += ["--cluster-enabled", "yes", "--cluster-config-file", str(node / "nodes.conf")]
+            processes.append(subprocess.Popen([*command, "--dir", str(node)], stdout=subprocess.DEVNULL))
+        clients = [redis.Redis(port=port) for port in ports]
+        _wait(lambda: all(_pings(client) for client in clients))
+        clients[0].cluster("addslotsrange", 0, 8191)
+        clients[1].cluster("addslotsrange", 8192, 16383)
+        clients[0].cluster("meet", "127.0.0.1", ports[1])
+        _wait(lambda: all(client.cluster("info")["cluster_state"] == "ok" for client in clients))
+        yield ports[0], ports[1]
+    finally:
+        for process in processes:
+            process.kill()
+            process.wait(10)
+
+
+def _cluster_port() -> int:
+    """A free port whose cluster bus port (+10000) is free and valid too."""
+    for _ in range(100):
+        port = random.randint(20000, 45000)
+        with contextlib.ExitStack() as held:
+            try:
+                for candidate in (port, port + 10000):
+                    listener = held.enter_context(socket.socket())
+                    listener.bind(("127.0.0.1", candidate))
+            except OSError:
+                continue
+        return port
+    raise AssertionError("no free port pair for a cluster node")
+
+
+def _pings(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.ConnectionError:
+        return False
+
+
+def _wait(condition: Callable[[], bool], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "the cluster did not form"
+        time.sleep(0.1)
 
 
 def test_a_connection_dropped_while_idle_is_replaced_without_a_failure(
