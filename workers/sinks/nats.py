@@ -35,10 +35,7 @@ never quote the payload.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-import threading
-from collections.abc import Coroutine
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import urlsplit
 
 import nats.errors
@@ -51,15 +48,12 @@ from nats.js import JetStreamContext
 from service.destination_config import NatsDestination
 from service.normalize import RECORD_EVENTS
 from workers.sinks.base import DEFAULT_MAX_CONNECTIONS, Outgoing, SinkError
+from workers.sinks.loop_thread import LoopThread
 
 log = structlog.get_logger(__name__)
 
-T = TypeVar("T")
-
 # Seconds between reconnect attempts: short, so that a send waiting for the connection sees it back soon.
 RECONNECT_WAIT = 0.5
-# How much longer than ``timeout`` a sending thread waits for the loop, which enforces ``timeout`` itself.
-LOOP_MARGIN = 1.0
 # JetStream's error code for a message larger than the stream's max_msg_size.
 JS_MESSAGE_TOO_LARGE = 10054
 # ``{entity_type}`` in the subject, as ``check`` fills it in: Capture's default entity type.
@@ -88,10 +82,7 @@ class NatsSink:
         # The servers as logs and errors may show them.
         self.target = ",".join(_host_port(server) for server in self._servers)
         self._secrets = _url_secrets(self._servers)
-        self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._closed = False
+        self._loop = LoopThread(f"nats-sink-{name}", self.target)
         # Used on the loop only, so they need no lock.
         self._client: Client | None = None
         self._connecting: asyncio.Task[None] | None = None
@@ -111,7 +102,7 @@ class NatsSink:
             "Capture-Event-Type": outgoing.event_type,
             "Capture-Uuid": outgoing.uuid,
         }
-        self._run(self._publish(subject, orjson.dumps(outgoing.payload), headers))
+        self._loop.run(self._publish(subject, orjson.dumps(outgoing.payload), headers), self._config.timeout)
 
     def check(self) -> str:
         """Connect and find the stream behind the subject of each event type, writing nothing.
@@ -119,57 +110,18 @@ class NatsSink:
         Raises:
             SinkError: the servers cannot be reached, or no stream listens on one of the subjects.
         """
-        return self._run(self._check())
+        return self._loop.run(self._check(), self._config.timeout)
 
     def close(self) -> None:
         """Close the connection and stop the loop thread; later calls do nothing."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            loop, thread = self._loop, self._thread
-        if loop is None or thread is None:
-            return
-        done = asyncio.run_coroutine_threadsafe(self._shut_down(), loop)
         try:
-            done.result(self._config.timeout + LOOP_MARGIN)
+            self._loop.close(self._shut_down, self._config.timeout)
         except (nats.errors.Error, OSError, TimeoutError) as exc:
-            # The worker is stopping: what is left of the connection goes with the loop.
-            done.cancel()
+            # The worker is stopping: what is left of the connection went with the loop.
             log.warning("nats.close_failed", destination=self.name, host=self.target, detail=self._describe(exc))
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(self._config.timeout + LOOP_MARGIN)
-        if not thread.is_alive():
-            loop.close()
 
     def _subject(self, event_type: str, entity_type: object) -> str:
         return self._config.subject.format(event_type=event_type, entity_type=entity_type or "", destination=self.name)
-
-    def _run(self, work: Coroutine[Any, Any, T]) -> T:
-        # The loop enforces ``timeout``; the margin only guards against a loop that is stuck.
-        loop = self._running_loop()
-        if loop is None:
-            work.close()
-            raise SinkError(reason="connection", retryable=True, detail=f"the sink is closed ({self.target})")
-        result = asyncio.run_coroutine_threadsafe(work, loop)
-        try:
-            return result.result(self._config.timeout + LOOP_MARGIN)
-        except concurrent.futures.TimeoutError:
-            result.cancel()
-            raise SinkError(
-                reason="timeout", retryable=True, detail=f"no answer within {self._config.timeout:g}s ({self.target})"
-            ) from None
-
-    def _running_loop(self) -> asyncio.AbstractEventLoop | None:
-        with self._lock:
-            if self._closed:
-                return None
-            if self._loop is None:
-                loop = asyncio.new_event_loop()
-                thread = threading.Thread(target=loop.run_forever, name=f"nats-sink-{self.name}", daemon=True)
-                thread.start()
-                self._loop, self._thread = loop, thread
-            return self._loop
 
     async def _publish(self, subject: str, body: bytes, headers: dict[str, str]) -> None:
         deadline = asyncio.get_running_loop().time() + self._config.timeout
@@ -324,16 +276,10 @@ class NatsSink:
             connecting.cancel()
         elif connecting is not None and not connecting.cancelled():
             connecting.exception()  # seen, so that asyncio does not report it as never retrieved
-        try:
-            # Not drain(): every send has had its answer, and a drain waits for a server that may be gone.
-            if client is not None and not client.is_closed:
-                await asyncio.wait_for(client.close(), self._config.timeout)
-        finally:
-            # Whatever the client left running, so that closing the loop destroys no pending task.
-            others = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
-            for task in others:
-                task.cancel()
-            await asyncio.gather(*others, return_exceptions=True)
+        # Not drain(): every send has had its answer, and a drain waits for a server that may be gone.
+        # Whatever the client leaves running, the loop thread cancels after this.
+        if client is not None and not client.is_closed:
+            await asyncio.wait_for(client.close(), self._config.timeout)
 
 
 def _is_auth_error(exc: BaseException) -> bool:

@@ -222,6 +222,27 @@ def test_a_cut_connection_fails_the_send_and_the_sink_reconnects(streams: Stream
     assert message_ids(streams.messages(stream)) == ["evt-0001:bus", "evt-0002:bus", "evt-0003:bus"]
 
 
+@pytest.mark.timeout(30)
+def test_a_frozen_connection_fails_in_time_and_the_sink_recovers(streams: Streams, make_sink: SinkFactory) -> None:
+    """A server that keeps the connection open but answers nothing (a hung peer, a half-open
+    connection): the send fails as a retryable timeout at its deadline; once it answers again the
+    same sink delivers, and the stream's de-duplication stores every delivery exactly once, the
+    frozen publish included (it may reach the stream when the connection thaws)."""
+    stream = streams.create()
+    with running_proxy("127.0.0.1", 4222) as proxy:
+        sink = make_sink(url=f"nats://{proxy.address}", timeout=1)
+        sink.send(outgoing(1))
+
+        proxy.freeze()
+        error = send_failing(sink, outgoing(2))
+        proxy.restore()
+        sink.send(outgoing(2, attempt=2))
+        sink.send(outgoing(3))
+
+    assert (error.reason, error.retryable) == ("timeout", True)
+    assert message_ids(streams.messages(stream)) == ["evt-0001:bus", "evt-0002:bus", "evt-0003:bus"]
+
+
 def test_threads_share_the_sink(streams: Streams, make_sink: SinkFactory) -> None:
     """Eight threads sending at once through one sink store every delivery once."""
     stream = streams.create()
