@@ -37,8 +37,9 @@ SAFE_FIELDS = frozenset(
 )  # fmt: skip
 
 
-# HTTP client libraries whose INFO lines quote request URLs.
-QUIETED_LOGGERS = ("httpx", "httpx2", "httpcore", "httpcore2")
+# Client libraries whose INFO and DEBUG lines quote URLs: httpx's request lines, and aiormq's
+# (RabbitMQ) lines naming the connection by its URL, user name and query string included.
+QUIETED_LOGGERS = ("httpx", "httpx2", "httpcore", "httpcore2", "aiormq")
 # rq's four INFO lines per job (dequeued, completed, "Job OK", result kept): our own
 # event.processed / delivery.* line is the one line per outcome, and these cost CPU per job.
 _RQ_JOB_CHATTER = frozenset(
@@ -120,7 +121,7 @@ def configure_logging(level: str = "info", fmt: str = "json", stream: TextIO | N
         logger.setLevel(logging.NOTSET)
         logger.propagate = True
     for name in QUIETED_LOGGERS:
-        # Their request lines put whole URLs (user info, query tokens) into the message, which
-        # the field allowlist cannot see into; our own lines name the destination instead.
+        # Their lines put whole URLs (user info, query tokens) into the message, which the field
+        # allowlist cannot see into; our own lines name the destination instead.
         logging.getLogger(name).setLevel(max(numeric, logging.WARNING))
     handler.addFilter(_drop_rq_job_chatter)

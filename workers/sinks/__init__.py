@@ -3,7 +3,7 @@
 The one package that re-exports (STYLE.md): the ``Sink`` protocol, its error and the way to
 open a sink, so the delivery engine needs to know no sink module by name. Each module is
 imported only when a destination of its type is configured: a worker that sends only HTTP
-never loads librdkafka, pika or the NATS client.
+never loads librdkafka, psycopg or the AMQP and NATS clients.
 """
 
 from __future__ import annotations

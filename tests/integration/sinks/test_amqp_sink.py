@@ -1,0 +1,409 @@
+"""The amqp sink against the machine's RabbitMQ: messages read back with their properties, the
+default exchange, unroutable messages, nacks and missing exchanges (nothing declared by the sink),
+a cut connection and a frozen one, concurrent senders, and nothing private in the errors. Each
+test declares its own exchange and queue under a unique name and deletes them afterwards; the
+messages are read back with pika, a plain blocking consumer."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+import pika
+import pika.exceptions
+import pytest
+
+from capture_relay.embedded_redis import free_port
+from service.destination_config import AmqpDestination
+from tests.support.tcp_proxy import running_proxy
+from workers.sinks import open_sink
+from workers.sinks.amqp import AmqpSink
+from workers.sinks.base import Outgoing, SinkError
+
+SinkFactory = Callable[..., AmqpSink]
+PASSWORD = "hunter2-amqp-s3cret"
+
+
+@dataclass
+class Message:
+    """One message as a consumer got it."""
+
+    routing_key: str
+    properties: Any
+    body: bytes
+
+
+@dataclass
+class Broker:
+    """This test's exchange and queue (bound with ``capture.#``), and a channel to inspect them."""
+
+    url: str
+    exchange: str
+    queue: str
+    channel: Any
+
+    def messages(self) -> list[Message]:
+        """Every message in the queue, oldest first (acknowledged, so the queue is empty after)."""
+        found: list[Message] = []
+        while True:
+            method, properties, body = self.channel.basic_get(self.queue, auto_ack=True)
+            if method is None:
+                return found
+            found.append(Message(method.routing_key, properties, body))
+
+    def exchange_exists(self, name: str) -> bool:
+        """Look ``name`` up without creating it, on a channel of its own (a 404 closes the channel)."""
+        channel = self.channel.connection.channel()
+        try:
+            channel.exchange_declare(exchange=name, passive=True)
+        except pika.exceptions.ChannelClosedByBroker as exc:
+            if exc.reply_code == 404:
+                return False
+            raise
+        channel.close()
+        return True
+
+
+@pytest.fixture
+def broker(amqp_url: str, unique_name: str) -> Iterator[Broker]:
+    """A fresh topic exchange and a queue bound to it; both deleted after the test."""
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    channel = connection.channel()
+    channel.exchange_declare(exchange=unique_name, exchange_type="topic")
+    channel.queue_declare(queue=unique_name)
+    channel.queue_bind(queue=unique_name, exchange=unique_name, routing_key="capture.#")
+    yield Broker(amqp_url, unique_name, unique_name, channel)
+    channel.queue_delete(queue=unique_name)
+    channel.exchange_delete(exchange=unique_name)
+    connection.close()
+
+
+@pytest.fixture
+def make_sink(broker: Broker) -> Iterator[SinkFactory]:
+    """Open sinks to the test's exchange (or ``url``), with destination keys; closed after the test."""
+    opened: list[AmqpSink] = []
+
+    def make(*, url: str | None = None, max_connections: int = 4, **keys: Any) -> AmqpSink:
+        values = {"type": "amqp", "url": url or broker.url, "exchange": broker.exchange, "timeout": 2} | keys
+        sink = AmqpSink("crm", AmqpDestination.model_validate(values), max_connections=max_connections)
+        opened.append(sink)
+        return sink
+
+    yield make
+    for sink in opened:
+        sink.close()
+
+
+def outgoing(number: int = 1, **overrides: Any) -> Outgoing:
+    """A delivery with a payload that holds personal data."""
+    values: dict[str, Any] = {
+        "delivery_id": f"evt-{number:04d}:crm",
+        "destination": "crm",
+        "event_type": "entityUpdated",
+        "uuid": "0b5c1a52-44e2-4c1e-9d1f-0f2b5a4f7c10",
+        "payload": {"id": f"evt-{number:04d}", "entity_type": "user", "record": {"email": "jane.doe@example.com"}},
+        "attempt": 1,
+    }
+    return Outgoing(**(values | overrides))
+
+
+def send_failing(sink: AmqpSink, delivery: Outgoing | None = None) -> SinkError:
+    """Send and return the SinkError it must raise."""
+    with pytest.raises(SinkError) as caught:
+        sink.send(delivery or outgoing())
+    return caught.value
+
+
+def connections_to(port: int) -> int:
+    """Established TCP connections to 127.0.0.1:``port`` on this machine (Linux's /proc/net/tcp)."""
+    lines = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    remote = f"0100007F:{port:04X}"
+    return sum(1 for line in lines if line.split()[2] == remote and line.split()[3] == "01")
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Return once ``condition()`` holds; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.01)
+
+
+# -- what is published ------------------------------------------------------------------------
+
+
+def test_a_message_reads_back_with_its_properties(broker: Broker, make_sink: SinkFactory) -> None:
+    """A consumer gets the JSON payload, persistent, with the delivery id as message_id."""
+    sink = make_sink()
+    delivery = outgoing()
+
+    sink.send(delivery)
+
+    (message,) = broker.messages()
+    properties = message.properties
+    assert orjson.loads(message.body) == delivery.payload
+    assert message.routing_key == "capture.entityUpdated"
+    assert properties.message_id == "evt-0001:crm"
+    assert properties.delivery_mode == 2
+    assert properties.content_type == "application/json"
+    assert properties.type == "entityUpdated"
+    assert properties.app_id == "capture-relay"
+    assert properties.headers == {"uuid": delivery.uuid, "entity_type": "user"}
+    assert abs(properties.timestamp - time.time()) < 60
+
+
+def test_the_routing_key_template_is_filled_in(broker: Broker, make_sink: SinkFactory) -> None:
+    """``{destination}``, ``{entity_type}`` and ``{event_type}`` come from the delivery."""
+    sink = make_sink(routing_key="capture.{destination}.{entity_type}.{event_type}")
+
+    sink.send(outgoing())
+
+    assert [message.routing_key for message in broker.messages()] == ["capture.crm.user.entityUpdated"]
+
+
+def test_the_default_exchange_routes_by_queue_name(broker: Broker, make_sink: SinkFactory) -> None:
+    """With exchange "" the routing key names the queue."""
+    sink = make_sink(exchange="", routing_key=broker.queue)
+
+    sink.send(outgoing())
+
+    assert [message.routing_key for message in broker.messages()] == [broker.queue]
+
+
+def test_a_delivery_sent_twice_arrives_twice_with_one_message_id(broker: Broker, make_sink: SinkFactory) -> None:
+    """RabbitMQ does not deduplicate: both copies carry the same message_id, for the consumer to drop one."""
+    sink = make_sink()
+
+    sink.send(outgoing(1))
+    sink.send(outgoing(1, attempt=2))
+
+    assert [message.properties.message_id for message in broker.messages()] == ["evt-0001:crm", "evt-0001:crm"]
+
+
+def test_open_sink_opens_an_amqp_sink(broker: Broker) -> None:
+    """The registry finds the amqp sink by its type."""
+    config = AmqpDestination.model_validate({"type": "amqp", "url": broker.url, "exchange": broker.exchange})
+    sink = open_sink("crm", config)
+    try:
+        sink.send(outgoing())
+    finally:
+        sink.close()
+
+    assert len(broker.messages()) == 1
+
+
+# -- refused ----------------------------------------------------------------------------------
+
+
+def test_an_unroutable_message_fails_only_when_mandatory(broker: Broker, make_sink: SinkFactory) -> None:
+    """No queue bound for the key: a retryable failure when mandatory, a confirmed publish otherwise."""
+    strict = make_sink(routing_key="nowhere.{event_type}")
+    lenient = make_sink(routing_key="nowhere.{event_type}", mandatory=False)
+
+    error = send_failing(strict)
+    lenient.send(outgoing())
+
+    assert (error.reason, error.retryable) == ("unroutable", True)
+    assert "nowhere.entityUpdated" in error.detail
+    assert broker.messages() == []
+
+
+def test_a_missing_exchange_is_not_found_and_not_created(broker: Broker, make_sink: SinkFactory) -> None:
+    """Publishing to an exchange that does not exist fails as not_found; the sink declares nothing."""
+    missing = broker.exchange + "_missing"
+    sink = make_sink(exchange=missing)
+
+    error = send_failing(sink)
+    with pytest.raises(SinkError) as checked:
+        sink.check()
+
+    assert (error.reason, error.retryable) == ("not_found", True)
+    assert "declares nothing" in error.detail
+    assert checked.value.reason == "not_found"
+    assert not broker.exchange_exists(missing)
+
+
+def test_a_message_the_queue_rejects_is_a_nack(broker: Broker, make_sink: SinkFactory) -> None:
+    """A full queue that rejects publishes (x-overflow reject-publish) makes the broker nack: retryable."""
+    full = broker.queue + "_full"
+    broker.channel.queue_declare(queue=full, arguments={"x-max-length": 0, "x-overflow": "reject-publish"})
+    broker.channel.queue_bind(queue=full, exchange=broker.exchange, routing_key="full.#")
+    try:
+        error = send_failing(make_sink(routing_key="full.{event_type}"))
+    finally:
+        broker.channel.queue_delete(queue=full)
+
+    assert (error.reason, error.retryable) == ("nack", True)
+    assert "jane.doe" not in str(error)
+
+
+def test_a_vhost_the_broker_refuses_is_a_permission_error(broker: Broker, make_sink: SinkFactory) -> None:
+    """A vhost that does not exist (or the user may not open): permission, retryable, said so."""
+    upstream = urlsplit(broker.url)
+    sink = make_sink(url=f"amqp://guest:guest@{upstream.hostname}:{upstream.port}/{broker.exchange}_vhost")
+
+    error = send_failing(sink)
+
+    assert (error.reason, error.retryable) == ("permission", True)
+    assert "vhost" in error.detail
+
+
+# -- connections ------------------------------------------------------------------------------
+
+
+def test_a_cut_connection_fails_retryably_and_nothing_is_lost(broker: Broker, make_sink: SinkFactory) -> None:
+    """While the connection is cut sends fail retryably; after it is back the same sink delivers."""
+    upstream = urlsplit(broker.url)
+    with running_proxy("127.0.0.1", upstream.port or 5672) as proxy:
+        sink = make_sink(url=f"amqp://guest:guest@{proxy.address}/%2F")
+        sink.send(outgoing(1))
+
+        proxy.cut()
+        failures = [send_failing(sink, outgoing(2)), send_failing(sink, outgoing(2, attempt=2))]
+        proxy.restore()
+        sink.send(outgoing(2, attempt=3))
+        sink.send(outgoing(3))
+
+    assert {(error.reason, error.retryable) for error in failures} == {("connection", True)}
+    assert [message.properties.message_id for message in broker.messages()] == [
+        "evt-0001:crm",
+        "evt-0002:crm",
+        "evt-0003:crm",
+    ]
+
+
+@pytest.mark.timeout(30)
+def test_a_frozen_connection_fails_in_time_and_the_next_send_starts_afresh(
+    broker: Broker, make_sink: SinkFactory
+) -> None:
+    """A broker that keeps the connection open but answers nothing (a hung peer, a half-open
+    connection, a confirm held back): the send fails as a retryable timeout at its deadline, as do
+    connecting anew and check() while it stays so; once it answers again the same sink delivers.
+
+    At least once, not exactly once: the frozen publish may still reach the queue when the
+    connection thaws, so delivery 2 may arrive twice (with one message_id); 1 and 3 arrive once."""
+    upstream = urlsplit(broker.url)
+    with running_proxy("127.0.0.1", upstream.port or 5672) as proxy:
+        sink = make_sink(url=f"amqp://guest:guest@{proxy.address}/%2F", timeout=1)
+        sink.send(outgoing(1))
+
+        proxy.freeze()
+        held = send_failing(sink, outgoing(2))  # published on the open connection; no confirm comes
+        reconnecting = send_failing(sink, outgoing(2, attempt=2))  # a new connection; no handshake
+        with pytest.raises(SinkError) as checked:
+            sink.check()
+        proxy.restore()
+        sink.send(outgoing(2, attempt=3))
+        sink.send(outgoing(3))
+
+    assert {(error.reason, error.retryable) for error in (held, reconnecting, checked.value)} == {("timeout", True)}
+    ids = [message.properties.message_id for message in broker.messages()]
+    assert sorted(set(ids)) == ["evt-0001:crm", "evt-0002:crm", "evt-0003:crm"]
+    assert (ids.count("evt-0001:crm"), ids.count("evt-0003:crm")) == (1, 1)
+    assert ids.count("evt-0002:crm") in {1, 2}
+
+
+def test_a_connection_dropped_while_idle_is_replaced_without_a_failure(broker: Broker, make_sink: SinkFactory) -> None:
+    """A pooled connection the broker dropped meanwhile is noticed before publishing and replaced."""
+    upstream = urlsplit(broker.url)
+    with running_proxy("127.0.0.1", upstream.port or 5672) as proxy:
+        sink = make_sink(url=f"amqp://guest:guest@{proxy.address}/%2F")
+        sink.send(outgoing(1))
+        proxy.cut()
+        wait_until(lambda: connections_to(proxy.port) == 0)
+        proxy.restore()
+
+        sink.send(outgoing(2))
+
+    assert [message.properties.message_id for message in broker.messages()] == ["evt-0001:crm", "evt-0002:crm"]
+
+
+def test_concurrent_sends_are_each_confirmed_once(broker: Broker, make_sink: SinkFactory) -> None:
+    """Eight threads share one sink; every message arrives once, over the sink's one connection."""
+    upstream = urlsplit(broker.url)
+    with running_proxy("127.0.0.1", upstream.port or 5672) as proxy:
+        sink = make_sink(url=f"amqp://guest:guest@{proxy.address}/%2F", max_connections=8)
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            list(pool.map(lambda number: sink.send(outgoing(number)), range(200)))
+        held = connections_to(proxy.port)
+        sink.close()
+        released = connections_to(proxy.port)
+
+    ids = sorted(message.properties.message_id for message in broker.messages())
+    assert ids == [f"evt-{number:04d}:crm" for number in range(200)]
+    assert held == 1
+    assert released == 0
+
+
+def test_close_releases_the_connection_and_the_loop_thread(broker: Broker, make_sink: SinkFactory) -> None:
+    """After close() no connection and no loop thread is left; close() twice is fine; a send then fails retryably."""
+    upstream = urlsplit(broker.url)
+    with running_proxy("127.0.0.1", upstream.port or 5672) as proxy:
+        sink = make_sink(url=f"amqp://guest:guest@{proxy.address}/%2F")
+        sink.send(outgoing())
+        held = connections_to(proxy.port)
+
+        sink.close()
+        sink.close()
+
+        assert (held, connections_to(proxy.port)) == (1, 0)
+    assert not [thread for thread in threading.enumerate() if thread.name == "amqp-sink-crm"]
+    assert (send_failing(sink).reason, send_failing(sink).retryable) == ("connection", True)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        pytest.param(f"amqp://guest:{PASSWORD}@127.0.0.1:{{port}}/%2F", id="password"),
+        pytest.param(f"amqp://guest:{PASSWORD}@127.0.0.1:{{port}}/%2F?heartbeat=30", id="query"),
+    ],
+)
+def test_an_unreachable_broker_fails_without_the_password(make_sink: SinkFactory, url: str) -> None:
+    """Constructing does not connect; the send fails retryably and no error text holds the password."""
+    sink = make_sink(url=url.format(port=free_port()))
+
+    error = send_failing(sink)
+
+    assert (error.reason, error.retryable) == ("connection", True)
+    assert "127.0.0.1" in error.detail
+    for text in (error.detail, str(error), repr(error), sink.target):
+        assert PASSWORD not in text
+        assert "jane.doe" not in text
+
+
+def test_a_wrong_password_is_an_auth_error(broker: Broker, make_sink: SinkFactory) -> None:
+    """The real broker refusing the login fails as ``auth``, without the password."""
+    upstream = urlsplit(broker.url)
+    sink = make_sink(url=f"amqp://guest:{PASSWORD}@{upstream.hostname}:{upstream.port}/%2F")
+
+    error = send_failing(sink)
+
+    assert (error.reason, error.retryable) == ("auth", True)
+    assert PASSWORD not in str(error)
+
+
+# -- check ------------------------------------------------------------------------------------
+
+
+def test_check_finds_the_exchange_and_the_default_exchange(broker: Broker, make_sink: SinkFactory) -> None:
+    """check() succeeds for an existing exchange and for the default one."""
+    assert broker.exchange in make_sink().check()
+    assert "default exchange" in make_sink(exchange="", routing_key=broker.queue).check()
+
+
+def test_check_fails_on_a_dead_port(make_sink: SinkFactory) -> None:
+    """A broker that does not answer is a SinkError naming it, without the password."""
+    sink = make_sink(url=f"amqp://guest:{PASSWORD}@127.0.0.1:{free_port()}/%2F")
+
+    with pytest.raises(SinkError) as caught:
+        sink.check()
+
+    assert caught.value.reason == "connection"
+    assert PASSWORD not in caught.value.detail
