@@ -155,13 +155,25 @@ class AmqpDestination(DestinationBase):
     mandatory: bool = True
 
 
+def _nats_subject(value: str) -> str:
+    # Checked on a sample filled in: a subject the server would refuse sends every delivery to
+    # the dead letter, a wildcard one publishes nowhere useful.
+    sample = value.format(event_type="entityUpdated", entity_type="user", destination="d")
+    tokens = sample.split(".")
+    if any(not token or any(char.isspace() for char in token) for token in tokens):
+        raise ValueError("is not a NATS subject: tokens separated by dots, none empty, no spaces")
+    if any(token in {"*", ">"} for token in tokens):
+        raise ValueError("must not contain the wildcards * or >: a message is published to one subject")
+    return value
+
+
 class NatsDestination(DestinationBase):
     """Publish each delivery to NATS JetStream with ``Nats-Msg-Id`` and wait for the stream's ack."""
 
     type: Literal["nats"]
     # nats://[user:password@]host:4222, tls:// for TLS; several servers separated by commas.
     url: Annotated[SecretStr, _broker_url("nats", "tls")]
-    subject: Template = "capture.{event_type}"
+    subject: Annotated[Template, AfterValidator(_nats_subject)] = "capture.{event_type}"
     # A NATS credentials file (JWT and NKey seed), when the server asks for one.
     credentials_file: str | None = None
 
@@ -182,13 +194,29 @@ class KafkaDestination(DestinationBase):
     def _guarantees_not_overridden(self) -> KafkaDestination:
         taken = sorted(name for name in self.options if name in KAFKA_FIXED_OPTIONS)
         if taken:
-            raise ValueError(f"options: {', '.join(taken)} is set by capture-relay itself (idempotent, acks=all)")
+            raise ValueError(
+                f"options: {', '.join(taken)} is set by capture-relay itself "
+                "(idempotent, acks=all, keyed by uuid, each delivery report awaited)"
+            )
         return self
 
 
-# librdkafka properties the kafka sink sets itself: they carry the delivery guarantees.
+# librdkafka properties the kafka sink sets itself: they carry the delivery guarantees (the
+# partitioner keeps one profile in one partition, hence in order; the callbacks report deliveries).
 KAFKA_FIXED_OPTIONS = frozenset(
     {
+        "partitioner",
+        "partitioner_cb",
+        "delivery.report.only.error",
+        "dr_cb",
+        "dr_msg_cb",
+        "on_delivery",
+        "error_cb",
+        "logger",
+        "log_cb",
+        "stats_cb",
+        "throttle_cb",
+        "oauth_cb",
         "bootstrap.servers",
         "enable.idempotence",
         "acks",

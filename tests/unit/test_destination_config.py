@@ -136,6 +136,22 @@ class TestRefused:
         assert path == "destinations.target"
         assert "acks, enable.idempotence" in problem
 
+    def test_kafka_options_may_not_change_how_records_are_partitioned(self) -> None:
+        # One profile's changes stay in one partition, in order, only with the default partitioner.
+        [(path, problem)] = _problems({**KAFKA, "options": {"partitioner": "random"}})
+
+        assert path == "destinations.target"
+        assert "partitioner" in problem
+
+    @pytest.mark.parametrize(
+        "subject",
+        ["cap ture.{event_type}", "capture..{event_type}", "capture.*", "capture.>", ".{event_type}", "{event_type}."],
+    )
+    def test_a_subject_nats_would_refuse_or_that_is_a_wildcard(self, subject: str) -> None:
+        [(path, _)] = _problems({**NATS, "subject": subject})
+
+        assert path == "destinations.target.subject"
+
     def test_a_stream_name_with_a_hash_tag(self) -> None:
         # The dedup marker shares the stream's cluster slot through a {hash tag} of its own.
         [(path, _)] = _problems({**STREAM, "stream": "{events}"})

@@ -37,7 +37,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Any
 
 import orjson
@@ -63,29 +64,31 @@ _NOT_FOUND = ("not_found", True, "the topic does not exist")
 _PERMISSION = ("permission", True, "not authorized to write to the topic")
 _AUTH = ("auth", True, "authentication refused")
 _TOO_LARGE = ("too_large", False, "the message is larger than the producer or broker allows")
-_ERRORS: dict[int, tuple[str, bool, str]] = {
-    KafkaError._MSG_TIMED_OUT: _TIMEOUT,
-    KafkaError._TIMED_OUT: _TIMEOUT,
-    KafkaError.REQUEST_TIMED_OUT: _TIMEOUT,
-    KafkaError._TRANSPORT: _CONNECTION,
-    KafkaError._ALL_BROKERS_DOWN: _CONNECTION,
-    KafkaError._RESOLVE: _CONNECTION,
-    KafkaError._SSL: _CONNECTION,
-    KafkaError.NETWORK_EXCEPTION: _CONNECTION,
-    KafkaError.BROKER_NOT_AVAILABLE: _CONNECTION,
-    KafkaError.LEADER_NOT_AVAILABLE: _CONNECTION,
-    KafkaError.NOT_LEADER_FOR_PARTITION: _CONNECTION,
-    KafkaError.UNKNOWN_TOPIC_OR_PART: _NOT_FOUND,
-    KafkaError._UNKNOWN_TOPIC: _NOT_FOUND,
-    KafkaError._UNKNOWN_PARTITION: _NOT_FOUND,
-    KafkaError.TOPIC_AUTHORIZATION_FAILED: _PERMISSION,
-    KafkaError.CLUSTER_AUTHORIZATION_FAILED: _PERMISSION,
-    KafkaError.SASL_AUTHENTICATION_FAILED: _AUTH,
-    KafkaError._AUTHENTICATION: _AUTH,
-    KafkaError.MSG_SIZE_TOO_LARGE: _TOO_LARGE,
-    KafkaError.RECORD_LIST_TOO_LARGE: _TOO_LARGE,
-    KafkaError._QUEUE_FULL: ("queue_full", True, "the producer's queue is full"),
-}
+_ERRORS: Mapping[int, tuple[str, bool, str]] = MappingProxyType(
+    {
+        KafkaError._MSG_TIMED_OUT: _TIMEOUT,
+        KafkaError._TIMED_OUT: _TIMEOUT,
+        KafkaError.REQUEST_TIMED_OUT: _TIMEOUT,
+        KafkaError._TRANSPORT: _CONNECTION,
+        KafkaError._ALL_BROKERS_DOWN: _CONNECTION,
+        KafkaError._RESOLVE: _CONNECTION,
+        KafkaError._SSL: _CONNECTION,
+        KafkaError.NETWORK_EXCEPTION: _CONNECTION,
+        KafkaError.BROKER_NOT_AVAILABLE: _CONNECTION,
+        KafkaError.LEADER_NOT_AVAILABLE: _CONNECTION,
+        KafkaError.NOT_LEADER_FOR_PARTITION: _CONNECTION,
+        KafkaError.UNKNOWN_TOPIC_OR_PART: _NOT_FOUND,
+        KafkaError._UNKNOWN_TOPIC: _NOT_FOUND,
+        KafkaError._UNKNOWN_PARTITION: _NOT_FOUND,
+        KafkaError.TOPIC_AUTHORIZATION_FAILED: _PERMISSION,
+        KafkaError.CLUSTER_AUTHORIZATION_FAILED: _PERMISSION,
+        KafkaError.SASL_AUTHENTICATION_FAILED: _AUTH,
+        KafkaError._AUTHENTICATION: _AUTH,
+        KafkaError.MSG_SIZE_TOO_LARGE: _TOO_LARGE,
+        KafkaError.RECORD_LIST_TOO_LARGE: _TOO_LARGE,
+        KafkaError._QUEUE_FULL: ("queue_full", True, "the producer's queue is full"),
+    }
+)
 
 
 class KafkaSink:
@@ -204,6 +207,11 @@ class KafkaSink:
                         retryable=True,
                         detail=f"librdkafka refused the options: {self._describe(error)}",
                     ) from None
+                except (TypeError, ValueError) as exc:
+                    # confluent-kafka's own checks (a property it wants as a bool, say); its message
+                    # names the property, and the value is scrubbed as for librdkafka's.
+                    detail = f"the options cannot be used: {self._scrub(str(exc))}"
+                    raise SinkError(reason="config", retryable=True, detail=detail) from None
             return self._producer
 
     def _producer_config(self) -> dict[str, Any]:

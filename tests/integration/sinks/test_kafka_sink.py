@@ -17,6 +17,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Top
 
 from capture_relay.embedded_redis import free_port
 from service.destination_config import KafkaDestination
+from service.secret import Secret
 from tests.conftest import missing_service
 from tests.support.kafka_mock import MockCluster, MockClusterUnavailableError, mock_cluster
 from workers.sinks import open_sink
@@ -345,3 +346,22 @@ def test_check_fails_without_brokers(make_sink: SinkFactory) -> None:
 
     assert caught.value.retryable
     assert dead[0] in caught.value.detail
+
+
+def test_options_the_client_cannot_take_fail_the_send_naming_the_problem(cluster: MockCluster) -> None:
+    """An option confluent-kafka itself refuses (a type it wants otherwise) is a retryable config
+    error, not an internal one; the config refuses this one, so the test builds the section directly."""
+    config = KafkaDestination.model_construct(
+        type="kafka",
+        bootstrap_servers=[cluster.bootstrap_servers],
+        topic="t",
+        options={"delivery.report.only.error": Secret("true")},
+        timeout=2.0,
+    )
+    sink = KafkaSink("stream", config)
+
+    with pytest.raises(SinkError) as caught:
+        sink.send(outgoing())
+
+    assert (caught.value.reason, caught.value.retryable) == ("config", True)
+    sink.close()
