@@ -126,8 +126,9 @@ logging:
 
 # Both destinations are the local receiver `dev` runs. Each destination has its own queue of
 # retries, rate limit and circuit breaker, so one that is down never holds up the other.
-# There is only an `http` destination type today, so the JSON-lines file is written by the
-# receiver: every body posted to /archive is appended as one line to {archive}.
+# Both are `http`, so the demo needs nothing but Redis (docs/destinations.md has the database and
+# bus types); the JSON-lines file is written by the receiver: every body posted to /archive is
+# appended as one line to {archive}.
 destinations:
   crm:
     type: http
