@@ -8,8 +8,9 @@ success: the mirror already holds what the delivery would bring, or something ne
 
 Connections come from a ``psycopg_pool`` pool of up to ``max_connections``, opened on the first
 send, so that a database that is down when the worker starts fails deliveries, not the worker.
-Each connection is checked (an empty query) before use, so connections a restart left dead are
-dropped rather than failing deliveries. What a failure means:
+A connection is checked (an empty query) before use when it has been idle for a second or more,
+or has received something while idle (a server that went away: EOF or a reset), so connections a
+restart left dead are dropped rather than failing deliveries. What a failure means:
 
     no connection in time         SinkError(connect | auth | not_found | timeout, retryable):
                                   the last connection error decides, else all were busy
@@ -47,9 +48,11 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import select
 import socket
 import threading
-from collections.abc import Iterator
+import time
+import weakref
 from typing import Any, Self
 
 import orjson
@@ -72,12 +75,15 @@ from workers.sinks.postgres_schema import (
     MirrorWrites,
     create_sql,
 )
+from workers.sinks.watchdog import Watchdog
 
 INIT_HINT = "run `capture-relay sinks init`"
 CHECK_HINT = "`capture-relay sinks check` names what differs"
 EXCERPT_LENGTH = 200
 # How long past its statement_timeout a statement may go unanswered before its socket is cut.
 WATCHDOG_GRACE = 1.0
+# A pooled connection idle longer than this is checked (an empty query) before its next use.
+CHECK_AFTER_IDLE = 1.0
 # SQLSTATE classes whose messages name objects, never values: safe to quote.
 _QUOTABLE_CLASSES = frozenset({"08", "28", "3D", "3F", "40", "42", "53", "55", "57", "58"})
 _DATA_CLASSES = frozenset({"22", "23", "54"})
@@ -126,6 +132,10 @@ class PostgresSink:
         )
         self._lock = threading.Lock()
         self._state = "new"
+        self._watchdog = Watchdog(f"capture-relay-{name}-watchdog")
+        # When each pooled connection last completed a write, and those a deadline cut.
+        self._last_used: weakref.WeakKeyDictionary[psycopg.Connection[TupleRow], float] = weakref.WeakKeyDictionary()
+        self._cut: weakref.WeakSet[psycopg.Connection[TupleRow]] = weakref.WeakSet()
 
     def send(self, outgoing: Outgoing) -> None:
         """Write ``outgoing`` into the mirror; return when committed, or when it was stale.
@@ -141,9 +151,10 @@ class PostgresSink:
             with (
                 self._connections().connection(timeout=self._config.timeout) as connection,
                 # A moment past statement_timeout: a server that answers says "timeout" itself.
-                _watchdog(connection, self._config.timeout + WATCHDOG_GRACE),
+                self._deadline(connection, self._config.timeout + WATCHDOG_GRACE),
             ):
                 connection.execute(statement, params)
+                self._last_used[connection] = time.monotonic()
         except orjson.JSONEncodeError:
             detail = "the record cannot be written as JSON (an integer beyond 64 bits?)"
             raise SinkError(reason="data", retryable=False, detail=detail) from None
@@ -156,7 +167,7 @@ class PostgresSink:
         Raises:
             SinkError: what is missing or different, or why the database could not be asked.
         """
-        with self._connect() as connection, _watchdog(connection, self._config.timeout):
+        with self._connect() as connection, self._deadline(connection, self._config.timeout):
             try:
                 return self._verify(connection)
             except psycopg.Error as exc:
@@ -168,7 +179,7 @@ class PostgresSink:
         Raises:
             SinkError: the database could not be reached or refused (a missing schema, no privilege).
         """
-        with self._connect() as connection, _watchdog(connection, self._config.timeout):
+        with self._connect() as connection, self._deadline(connection, self._config.timeout):
             try:
                 with connection.transaction():
                     existed = connection.execute(FIND_TABLE, [self._config.table]).fetchone() is not None
@@ -183,6 +194,7 @@ class PostgresSink:
             opened, self._state = self._state == "open", "closed"
         if opened:
             self._pool.close()
+        self._watchdog.close()
 
     def _error(self, exc: psycopg.Error) -> SinkError:
         """``exc`` as the engine needs it: a reason, whether to retry, one line without secrets or values."""
@@ -194,9 +206,37 @@ class PostgresSink:
         return SinkError(reason=reason, retryable=retryable, detail=detail)
 
     def _check_connection(self, connection: psycopg.Connection[TupleRow]) -> None:
-        # The pool's own check (an empty query), bounded: a connection that does not answer is dropped.
-        with _watchdog(connection, self._config.timeout):
+        # The pool's own check (an empty query), bounded: a connection that does not answer is
+        # dropped. One that wrote a moment ago and has received nothing since (a server that went
+        # away leaves its socket readable: EOF or a reset) works: checking it too would add a round
+        # trip to every send.
+        recently = time.monotonic() - self._last_used.get(connection, -CHECK_AFTER_IDLE) < CHECK_AFTER_IDLE
+        if recently and connection not in self._cut and not _has_input(connection):
+            return
+        with self._deadline(connection, self._config.timeout):
             ConnectionPool.check_connection(connection)
+
+    def _deadline(
+        self, connection: psycopg.Connection[TupleRow], seconds: float
+    ) -> contextlib.AbstractContextManager[None]:
+        """Shut ``connection``'s socket down if the block has not finished within ``seconds``.
+
+        libpq waits for an answer as long as the peer keeps the TCP connection alive; the server's
+        statement_timeout and TCP's timeouts do not help when the peer itself hangs. Shutting the
+        socket down (on a duplicate of its descriptor, which libpq keeps owning) makes libpq's wait
+        end at once with a connection error; the pool then discards the connection.
+        """
+        if connection.closed:
+            return contextlib.nullcontext()
+        descriptor = connection.pgconn.socket
+
+        def cut() -> None:
+            # Checked before its next use, in case the cut came just as the block ended.
+            self._cut.add(connection)
+            with contextlib.suppress(OSError), socket.socket(fileno=os.dup(descriptor)) as duplicate:
+                duplicate.shutdown(socket.SHUT_RDWR)
+
+        return self._watchdog.guard(seconds, cut)
 
     def _write_for(self, outgoing: Outgoing) -> tuple[sql.Composed, dict[str, Any]] | None:
         if outgoing.event_type not in RECORD_EVENTS or not outgoing.uuid:
@@ -276,31 +316,11 @@ class PostgresSink:
         return text
 
 
-@contextlib.contextmanager
-def _watchdog(connection: psycopg.Connection[TupleRow], seconds: float) -> Iterator[None]:
-    """Shut ``connection``'s socket down if the block has not finished within ``seconds``.
-
-    libpq waits for an answer as long as the peer keeps the TCP connection alive; the server's
-    statement_timeout and TCP's timeouts do not help when the peer itself hangs. Shutting the
-    socket down (on a duplicate of its descriptor, which libpq keeps owning) makes libpq's wait
-    end at once with a connection error; the pool then discards the connection.
-    """
-    if connection.closed:
-        yield
-        return
-    descriptor = connection.pgconn.socket
-
-    def cut() -> None:
-        with contextlib.suppress(OSError), socket.socket(fileno=os.dup(descriptor)) as duplicate:
-            duplicate.shutdown(socket.SHUT_RDWR)
-
-    timer = threading.Timer(seconds, cut)
-    timer.daemon = True
-    timer.start()
-    try:
-        yield
-    finally:
-        timer.cancel()
+def _has_input(connection: psycopg.Connection[TupleRow]) -> bool:
+    """Whether the idle connection's socket has something to read (EOF, a reset, a notice), at once."""
+    poller = select.poll()
+    poller.register(connection.pgconn.socket, select.POLLIN | select.POLLERR | select.POLLHUP)
+    return bool(poller.poll(0))
 
 
 class _ConnectFailures:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
@@ -21,7 +22,7 @@ from service.destination_config import PostgresDestination
 from tests.support.tcp_proxy import TcpProxy, running_proxy
 from workers.sinks import open_sink
 from workers.sinks.base import Outgoing, SinkError
-from workers.sinks.postgres import PostgresSink
+from workers.sinks.postgres import CHECK_AFTER_IDLE, PostgresSink
 from workers.sinks.postgres_schema import as_text, create_sql
 
 UUID = "0b5c1a52-44e2-4c1e-9d1f-0f2b5a4f7c10"
@@ -454,13 +455,16 @@ def test_a_database_that_stops_answering_fails_the_send_within_its_time(
 
 
 def test_every_idle_connection_a_cut_killed_is_replaced(postgres_dsn: str, table: str, make_sink: SinkFactory) -> None:
-    """After an outage while idle, the pool's check drops dead connections: the first send succeeds."""
+    """After an outage while idle, the pool's check drops dead connections: the first send succeeds.
+    (A connection that wrote less than CHECK_AFTER_IDLE ago is not checked, unless its socket shows
+    the server went away: so the outage here lasts longer than that.)"""
     address = urlsplit(postgres_dsn)
     make_sink().create_table()
     with running_proxy(address.hostname or "127.0.0.1", address.port or 5432) as proxy:
         sink = make_sink(dsn=f"postgresql://postgres@{proxy.address}/test", max_connections=2)
         _fill_pool(sink, proxy)
         proxy.cut()
+        time.sleep(CHECK_AFTER_IDLE)
         proxy.restore()
 
         sink.send(outgoing("entityCreated", V1, uuid="after"))
