@@ -52,6 +52,47 @@ _RQ_JOB_CHATTER = frozenset(
 )
 
 
+# aiormq's loggers. A filter on a logger sees only the records logged on that very logger, not on
+# its children, so each is named: the modules' loggers and the child ``marshall`` creates when it logs.
+AIORMQ_LOGGERS = ("aiormq", "aiormq.channel", "aiormq.connection", "aiormq.connection.marshall")
+
+
+class NoMessageBodies(logging.Filter):
+    """Keep what a message broker's client library sent or got back out of its log lines.
+
+    aiormq logs a returned message it cannot match to a publish (one whose send timed out) at
+    ERROR, as ``Unhandled message DeliveredMessage(... body=b'...')``, so no level keeps the
+    payload out; at DEBUG it logs every frame it writes. Its records keep their template and lose
+    their arguments (``%r`` stays as it is), and an exception attached to one is reduced to its
+    type, since its text may quote the message too.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name != "aiormq" and not record.name.startswith("aiormq."):
+            return True
+        template = record.msg if isinstance(record.msg, str) else type(record.msg).__name__
+        if "DeliveredMessage" in template or "body=" in template:
+            template = "(a line that quoted a message, left out)"
+        if record.exc_info and record.exc_info[1] is not None:
+            template = f"{template} ({type(record.exc_info[1]).__name__})"
+        record.msg, record.args = template, ()
+        record.exc_info = record.exc_text = None
+        return True
+
+
+NO_MESSAGE_BODIES = NoMessageBodies()
+
+
+def keep_message_bodies_out() -> None:
+    """Put ``NoMessageBodies`` on aiormq's loggers, so that it holds with or without ``configure_logging``.
+
+    Idempotent; the AMQP sink calls it when it is imported.
+    """
+    known = {name for name in logging.Logger.manager.loggerDict if name.startswith("aiormq.")}
+    for name in sorted(known.union(AIORMQ_LOGGERS)):
+        logging.getLogger(name).addFilter(NO_MESSAGE_BODIES)
+
+
 def _drop_rq_job_chatter(record: logging.LogRecord) -> bool:
     return not (record.name.startswith("rq.") and record.levelno == logging.INFO and record.msg in _RQ_JOB_CHATTER)
 
@@ -125,3 +166,7 @@ def configure_logging(level: str = "info", fmt: str = "json", stream: TextIO | N
         # allowlist cannot see into; our own lines name the destination instead.
         logging.getLogger(name).setLevel(max(numeric, logging.WARNING))
     handler.addFilter(_drop_rq_job_chatter)
+    # On the loggers for records that reach any handler (pytest's, say), and on ours for those of
+    # an aiormq logger no name above covers.
+    keep_message_bodies_out()
+    handler.addFilter(NO_MESSAGE_BODIES)

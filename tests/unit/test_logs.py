@@ -12,7 +12,7 @@ import pytest
 import structlog
 from _pytest.logging import LogCaptureHandler
 
-from service.logs import REDACTED, SAFE_FIELDS, RedactFields, configure_logging
+from service.logs import NO_MESSAGE_BODIES, REDACTED, SAFE_FIELDS, NoMessageBodies, RedactFields, configure_logging
 
 # Loggers configure_logging changes besides the root; each is put back as it was after every test.
 _TOUCHED_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "rq.worker", "rq")
@@ -58,6 +58,18 @@ def _fail_with_a_secret_in_a_local() -> None:
 
 
 SECRET_IN_LOCAL = "tok-4f9c2a17e0d84b6b"
+
+
+class DeliveredMessage:
+    """Stands in for aiormq's returned message, whose repr holds the body."""
+
+    def __repr__(self) -> str:
+        return 'DeliveredMessage(body=b\'{"email":"jane.doe@example.com"}\')'
+
+
+def _record(name: str, msg: object, *args: object, exc: BaseException | None = None) -> logging.LogRecord:
+    exc_info = (type(exc), exc, None) if exc is not None else None
+    return logging.LogRecord(name, logging.ERROR, __file__, 1, msg, args, exc_info)
 
 
 class TestRedactFields:
@@ -257,3 +269,61 @@ class TestConfigureLogging:
         output = stream.getvalue()
         assert "RuntimeError: upstream refused the request" in output
         assert SECRET_IN_LOCAL not in output
+
+
+class TestNoMessageBodies:
+    def test_an_aiormq_record_keeps_its_template_not_its_arguments(self) -> None:
+        """The returned message aiormq logs at ERROR loses its arguments; the template stays."""
+        record = _record("aiormq.channel", "Unhandled message %r returning", DeliveredMessage())
+
+        assert NoMessageBodies().filter(record)
+
+        assert record.getMessage() == "Unhandled message %r returning"
+
+    def test_a_message_in_the_text_itself_is_left_out(self) -> None:
+        """A line with the message already in its text (no template) is replaced."""
+        record = _record("aiormq", repr(DeliveredMessage()))
+
+        NoMessageBodies().filter(record)
+
+        assert "jane.doe" not in record.getMessage()
+
+    def test_an_exception_is_reduced_to_its_type(self) -> None:
+        """An exception's text may quote the message too: only its type stays, on the line."""
+        record = _record("aiormq.channel", "Unhandled return callback exception", exc=ValueError(DeliveredMessage()))
+
+        NoMessageBodies().filter(record)
+
+        assert (record.getMessage(), record.exc_info) == ("Unhandled return callback exception (ValueError)", None)
+
+    def test_other_loggers_records_are_untouched(self) -> None:
+        """Only aiormq's records change (a name that merely starts so is not aiormq's)."""
+        for name in ("rq.worker", "aiormqx"):
+            record = _record(name, "Job %s", "event-v3-e1")
+
+            NoMessageBodies().filter(record)
+
+            assert record.getMessage() == "Job event-v3-e1"
+
+    def test_importing_the_amqp_sink_covers_plain_logging(self, caplog: pytest.LogCaptureFixture) -> None:
+        """Without configure_logging (pytest's handler, a script's basicConfig) aiormq's loggers filter themselves."""
+        import workers.sinks.amqp  # noqa: F401 (the import puts the filter on)
+
+        logging.getLogger("aiormq.channel").error("Unhandled message %r returning", DeliveredMessage())
+        logging.getLogger("aiormq.connection").getChild("marshall").warning("frame %r dropped", DeliveredMessage())
+
+        assert "jane.doe" not in caplog.text
+        assert [record.getMessage() for record in caplog.records] == [
+            "Unhandled message %r returning",
+            "frame %r dropped",
+        ]
+
+    def test_configure_logging_filters_an_aiormq_logger_of_any_name(self, stream: io.StringIO) -> None:
+        """A logger aiormq may add later, which no filter of a logger covers: the handler's does."""
+        configure_logging(stream=stream)
+
+        logging.getLogger("aiormq.robust_future_module").error("Returned %r", DeliveredMessage())
+
+        (line,) = _lines(stream)
+        assert line["event"] == "Returned %r"
+        assert NO_MESSAGE_BODIES in logging.getLogger("aiormq.channel").filters
