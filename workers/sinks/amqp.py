@@ -22,30 +22,38 @@ so consumers that must see each delivery once deduplicate by ``message_id``.
     blocked (resource alarm) past timeout  SinkError(blocked, retryable)
     no connection or confirm in time       SinkError(timeout, retryable)
     over the broker's max message size     SinkError(too_large, not retryable)
-    refused or lost connection             SinkError(connection, retryable)
+    refused or lost connection, the sink
+    closed during the send                 SinkError(connection, retryable)
     a routing key over 255 bytes, any
     other channel or protocol error        SinkError(protocol, retryable)
 
 Configuration problems are retryable, so the circuit breaker holds the deliveries back while an
 operator fixes them, instead of dead-lettering each. Errors name the broker by its URL without
-the password and never quote the payload.
+the password and never quote the payload; nor do aiormq's own log lines, which lose their
+arguments (``service.logs.NoMessageBodies``, put on aiormq's loggers when this module is imported).
 
 aiormq is asyncio only: the sink runs one event loop on a thread of its own (``LoopThread``),
-started with the first send, with one connection and one channel in confirm mode on it that
-every thread's publishes share (the channel tells their confirms apart by delivery tag, so
-``max_connections`` is not needed). ``timeout`` bounds each send as a whole, connecting included,
-whatever the broker does: one that keeps the connection open but holds the confirm (a quorum
-queue without its majority, a hung peer, a half-open TCP connection) fails the send with
-``timeout`` at the deadline. The connection is then dropped (closed in the background) and the
-next send opens a new one, as it does after a lost connection. The loop answers heartbeats
-between sends (aiormq's default interval, or ``?heartbeat=`` in the URL).
+started with the first send, with one connection and a pool of channels in confirm mode on it
+(at most ``max_connections``, opened as sends need them). A send has a channel to itself for
+its publish and confirm, and puts it back only after a confirm: a channel the broker closes (a
+missing exchange, a message too large), or any other failure, takes no other send with it, and
+a returned message is matched to its own publish. ``timeout`` bounds each send as a whole,
+connecting included, whatever the broker does: one that keeps the connection open but holds the
+confirm (a quorum queue without its majority, a hung peer, a half-open TCP connection) fails the
+send with ``timeout`` at the deadline. The connection is then dropped (closed in the background)
+and the next send opens a new one, as it does after a lost connection; the other sends still
+waiting on it fail with it (retryable), so a message of theirs the broker had already taken
+arrives twice (consumers deduplicate by ``message_id``). The loop answers
+heartbeats between sends (aiormq's default interval, or ``?heartbeat=`` in the URL).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable
 from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import aiormq
@@ -68,6 +76,7 @@ from aiormq.exceptions import (
 from pamqp import commands as spec
 
 from service.destination_config import AmqpDestination
+from service.logs import keep_message_bodies_out
 from service.secret import mask_url
 from workers.sinks.base import DEFAULT_MAX_CONNECTIONS, Outgoing, SinkError
 from workers.sinks.loop_thread import LoopThread
@@ -83,6 +92,9 @@ BLOCKED_PROBE = 0.05
 # What aiormq raises: its own errors, socket errors it lets through, and RuntimeError for a channel
 # or connection used after it closed (ChannelInvalidStateError and the like). TimeoutError is an OSError.
 _AMQP_ERRORS = (AMQPError, OSError, RuntimeError)
+
+# aiormq logs a message returned after its send gave up at ERROR, body and all: not with this filter.
+keep_message_bodies_out()
 
 
 class AmqpSink:
@@ -105,8 +117,10 @@ class AmqpSink:
         self._loop = LoopThread(f"amqp-sink-{name}", self.target)
         # Used on the loop only, so they need no lock.
         self._connection: AbstractConnection | None = None
-        self._channel: AbstractChannel | None = None
-        self._opening: asyncio.Task[AbstractChannel] | None = None
+        self._opening: asyncio.Task[AbstractConnection] | None = None
+        # Channels of the connection with no publish on them; at most ``max_connections`` exist at once.
+        self._idle: list[AbstractChannel] = []
+        self._slots = asyncio.Semaphore(max(max_connections, 1))
         self._closing: set[asyncio.Task[None]] = set()
 
     def send(self, outgoing: Outgoing) -> None:
@@ -156,22 +170,35 @@ class AmqpSink:
 
     async def _publish(self, routing_key: str, body: bytes, properties: spec.Basic.Properties) -> None:
         deadline = asyncio.get_running_loop().time() + self._config.timeout
-        channel: AbstractChannel | None = None
+        connection: AbstractConnection | None = None
         try:
-            # One deadline over every await: connecting, the channel, the write and the confirm.
-            async with asyncio.timeout_at(deadline):
-                channel = await self._ready_channel()
-                confirm = await channel.basic_publish(
-                    body,
-                    exchange=self._config.exchange,
-                    routing_key=routing_key,
-                    properties=properties,
-                    mandatory=self._config.mandatory,
-                )
+            # One deadline over every await: a free channel, connecting, the write and the confirm.
+            async with asyncio.timeout_at(deadline), self._slots:
+                connection = await self._ready_connection()
+                channel = await self._checkout(connection)
+                try:
+                    confirm = await channel.basic_publish(
+                        body,
+                        exchange=self._config.exchange,
+                        routing_key=routing_key,
+                        properties=properties,
+                        mandatory=self._config.mandatory,
+                    )
+                except BaseException:
+                    self._discard(channel)
+                    raise
+                if isinstance(confirm, spec.Basic.Ack):
+                    self._checkin(channel)
+                else:
+                    self._discard(channel)
         except TimeoutError:
-            raise await self._timed_out(channel) from None
+            raise await self._timed_out(connection) from None
         except _AMQP_ERRORS as exc:
             raise self._error(exc, routing_key) from exc
+        except Exception as exc:
+            # aiormq fails what is pending on a connection that closes under it (close() during
+            # the send, say) with a bare Exception: the send is retried.
+            raise self._closed_under(exc) from exc
         if not isinstance(confirm, spec.Basic.Ack):
             raise SinkError(
                 reason="nack", retryable=True, detail=f"the broker did not confirm the message ({self.target})"
@@ -179,28 +206,30 @@ class AmqpSink:
 
     async def _check(self) -> None:
         deadline = asyncio.get_running_loop().time() + self._config.timeout
-        channel: AbstractChannel | None = None
+        connection: AbstractConnection | None = None
         try:
             async with asyncio.timeout_at(deadline):
-                channel = await self._ready_channel()
-                if self._config.exchange:
-                    # A channel of its own: a passive declare of a missing exchange closes it (404).
-                    probe = await channel.connection.channel(publisher_confirms=False)
-                    try:
+                connection = await self._ready_connection()
+                # A channel of its own, not one of the pool's: a passive declare of a missing exchange closes it (404).
+                probe = await connection.channel(publisher_confirms=False)
+                try:
+                    if self._config.exchange:
                         await probe.exchange_declare(self._config.exchange, passive=True)
-                    finally:
-                        await probe.close()
+                finally:
+                    await probe.close()
         except TimeoutError:
-            raise await self._timed_out(channel) from None
+            raise await self._timed_out(connection) from None
         except _AMQP_ERRORS as exc:
             raise self._error(exc) from exc
+        except Exception as exc:
+            raise self._closed_under(exc) from exc
 
-    async def _ready_channel(self) -> AbstractChannel:
-        """The channel in confirm mode, opened (with its connection, if need be) when there is none."""
+    async def _ready_connection(self) -> AbstractConnection:
+        """The open connection, opened first when there is none (or it was lost)."""
         while True:
-            connection, channel = self._connection, self._channel
-            if connection is not None and channel is not None and connection.is_opened and not channel.is_closed:
-                return channel
+            connection = self._connection
+            if connection is not None and connection.is_opened:
+                return connection
             opening, started = self._opening, False
             if opening is None or opening.done():
                 opening = self._opening = asyncio.get_running_loop().create_task(self._open())
@@ -215,33 +244,45 @@ class AmqpSink:
                 if started:
                     raise
 
-    async def _open(self) -> AbstractChannel:
-        connection = self._connection
-        try:
-            async with asyncio.timeout(self._config.timeout):
-                if connection is None or not connection.is_opened:
-                    self._drop(connection)
-                    connection = await aiormq.connect(
-                        self._url, client_properties={"connection_name": f"capture-relay:{self.name}"}
-                    )
-                    self._connection = connection
-                # A channel closed by the broker (a missing exchange, say) is replaced on the same connection.
-                self._channel = await connection.channel(publisher_confirms=True)
-        except (TimeoutError, asyncio.CancelledError):
-            # A broker that did not answer in time: what was opened is dropped, the next send starts afresh.
-            self._drop(connection)
-            raise
-        return self._channel
+    async def _open(self) -> AbstractConnection:
+        # A connection the broker closed or that was lost goes, with its channels.
+        self._drop(self._connection)
+        async with asyncio.timeout(self._config.timeout):
+            connection = await aiormq.connect(
+                self._url, client_properties={"connection_name": f"capture-relay:{self.name}"}
+            )
+        self._connection = connection
+        return connection
 
-    async def _timed_out(self, channel: AbstractChannel | None) -> SinkError:
+    async def _checkout(self, connection: AbstractConnection) -> AbstractChannel:
+        """A channel in confirm mode for one publish: an idle one of ``connection``, or a new one."""
+        while self._idle:
+            channel = self._idle.pop()
+            # Closed meanwhile (by the broker, or with an earlier connection): forgotten.
+            if not channel.is_closed and channel.connection is connection:
+                return channel
+        return await connection.channel(publisher_confirms=True)
+
+    def _checkin(self, channel: AbstractChannel) -> None:
+        """Put a channel whose publish was confirmed back for the next send, if it is still usable."""
+        if channel.is_closed or channel.connection is not self._connection:
+            return
+        self._idle.append(channel)
+
+    def _discard(self, channel: AbstractChannel) -> None:
+        """Close in the background a channel whose publish failed: whatever state it is in dies with it."""
+        if not channel.is_closed and channel.connection is self._connection:
+            self._in_background(channel.close())
+
+    async def _timed_out(self, connection: AbstractConnection | None) -> SinkError:
         timeout = self._config.timeout
-        if channel is None:
+        if connection is None:
             return SinkError(
                 reason="timeout", retryable=True, detail=f"not connected within {timeout:g}s ({self.target})"
             )
-        connection = channel.connection
         blocked = await _blocked(connection)
         # The connection may be hung (no confirm, no answer): the next send must not wait on it too.
+        # The other sends on it fail with it, and are retried.
         self._drop(connection)
         if blocked:
             return SinkError(
@@ -253,16 +294,27 @@ class AmqpSink:
             reason="timeout", retryable=True, detail=f"the broker did not answer within {timeout:g}s ({self.target})"
         )
 
+    def _closed_under(self, exc: Exception) -> SinkError:
+        return SinkError(
+            reason="connection",
+            retryable=True,
+            detail=f"the connection closed during the send ({self.target}; {self._cause(exc)})",
+        )
+
     def _drop(self, connection: AbstractConnection | None) -> None:
-        """Forget ``connection`` (if it is the sink's) and close it in the background."""
+        """Forget ``connection`` (if it is the sink's) and its idle channels, and close it in the background."""
         if connection is None:
             return
         if connection is self._connection:
-            self._connection = self._channel = None
+            self._connection = None
+            self._idle.clear()
         if not connection.is_closed:
-            closing = asyncio.get_running_loop().create_task(_close_quietly(connection))
-            self._closing.add(closing)
-            closing.add_done_callback(self._closing.discard)
+            self._in_background(connection.close())
+
+    def _in_background(self, closing: Awaitable[Any]) -> None:
+        task = asyncio.get_running_loop().create_task(_close_quietly(closing))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     async def _shut_down(self) -> None:
         opening = self._opening
@@ -332,13 +384,13 @@ async def _blocked(connection: AbstractConnection) -> bool:
     return False
 
 
-async def _close_quietly(connection: AbstractConnection) -> None:
-    # Its sends have failed already: whatever the goodbye runs into changes nothing.
-    with contextlib.suppress(*_AMQP_ERRORS):
-        await asyncio.wait_for(connection.close(), CLOSE_TIMEOUT)
+async def _close_quietly(closing: Awaitable[Any]) -> None:
+    # A connection's or a channel's goodbye. Its sends have failed already: whatever it runs into changes nothing.
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(closing, CLOSE_TIMEOUT)
 
 
-def _seen(task: asyncio.Task[AbstractChannel]) -> None:
+def _seen(task: asyncio.Task[AbstractConnection]) -> None:
     # An opening that failed after every send waiting on it gave up: retrieved, so that asyncio
     # does not log it as never retrieved; the next send opens anew.
     if not task.cancelled():

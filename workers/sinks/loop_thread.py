@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
@@ -45,20 +46,32 @@ class LoopThread:
         """Run ``work`` on the loop and return its result, starting the loop if need be.
 
         Raises:
-            SinkError: ``connection`` once closed, ``timeout`` when the loop gave no result
-                within ``timeout`` (plus a margin); and whatever ``work`` raises.
+            SinkError: ``connection`` once closed, and when ``close`` cancelled ``work``;
+                ``timeout`` when the loop gave no result within ``timeout`` (plus a margin);
+                and whatever ``work`` raises.
         """
         loop = self._running_loop()
-        if loop is None:
+        result: concurrent.futures.Future[T] | None = None
+        if loop is not None:
+            # RuntimeError: the loop closed since it was looked up.
+            with contextlib.suppress(RuntimeError):
+                result = asyncio.run_coroutine_threadsafe(work, loop)
+        if result is None:
             work.close()
             raise SinkError(reason="connection", retryable=True, detail=f"the sink is closed ({self._target})")
-        result = asyncio.run_coroutine_threadsafe(work, loop)
         try:
             return result.result(timeout + LOOP_MARGIN)
         except concurrent.futures.TimeoutError:
             result.cancel()
             raise SinkError(
                 reason="timeout", retryable=True, detail=f"no answer within {timeout:g}s ({self._target})"
+            ) from None
+        except (concurrent.futures.CancelledError, asyncio.CancelledError):
+            # close() cancels what is still running on the loop: this thread is not being cancelled.
+            raise SinkError(
+                reason="connection",
+                retryable=True,
+                detail=f"the sink is closed, the send was cancelled before an answer ({self._target})",
             ) from None
 
     def close(self, shutdown: Callable[[], Awaitable[None]], timeout: float) -> None:

@@ -1,11 +1,14 @@
 """The amqp sink against the machine's RabbitMQ: messages read back with their properties, the
 default exchange, unroutable messages, nacks and missing exchanges (nothing declared by the sink),
-a cut connection and a frozen one, concurrent senders, and nothing private in the errors. Each
+a cut connection and a frozen one, concurrent senders (a channel each), close() during sends, and
+nothing private in the errors or the logs. Each
 test declares its own exchange and queue under a unique name and deletes them afterwards; the
 messages are read back with pika, a plain blocking consumer."""
 
 from __future__ import annotations
 
+import io
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -15,6 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import aiormq
 import orjson
 import pika
 import pika.exceptions
@@ -342,6 +346,148 @@ def test_concurrent_sends_are_each_confirmed_once(broker: Broker, make_sink: Sin
     assert released == 0
 
 
+def test_a_channel_the_broker_closes_fails_only_its_own_send(
+    broker: Broker, make_sink: SinkFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every tenth publish goes to an exchange that does not exist, so the broker closes its
+    channel (404): those fail as not_found, every other send beside them is confirmed, and the
+    sink keeps its one connection."""
+    missing = broker.exchange + "_missing"
+    misdirected = {f"evt-{number:04d}:crm" for number in range(0, 200, 10)}
+    publish = aiormq.Channel.basic_publish
+    connect = aiormq.connect
+    connects: list[str] = []
+
+    async def publish_some_astray(channel: aiormq.Channel, body: bytes, **options: Any) -> Any:
+        if options["properties"].message_id in misdirected:
+            options["exchange"] = missing
+        return await publish(channel, body, **options)
+
+    def counted_connect(*args: Any, **options: Any) -> Any:
+        connects.append("connect")
+        return connect(*args, **options)
+
+    monkeypatch.setattr(aiormq.Channel, "basic_publish", publish_some_astray)
+    monkeypatch.setattr(aiormq, "connect", counted_connect)
+    sink = make_sink(max_connections=8)
+
+    def attempt(number: int) -> str:
+        try:
+            sink.send(outgoing(number))
+        except SinkError as exc:
+            return exc.reason
+        return "ok"
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        outcomes = dict(zip(range(200), pool.map(attempt, range(200)), strict=True))
+
+    failed = {f"evt-{number:04d}:crm" for number, outcome in outcomes.items() if outcome != "ok"}
+    assert failed == misdirected
+    assert {outcomes[int(delivery_id[4:8])] for delivery_id in misdirected} == {"not_found"}
+    ids = sorted(message.properties.message_id for message in broker.messages())
+    assert ids == sorted({f"evt-{number:04d}:crm" for number in range(200)} - misdirected)
+    assert connects == ["connect"]
+
+
+def test_a_returned_message_fails_its_own_send_when_two_share_a_delivery_id(
+    broker: Broker, make_sink: SinkFactory
+) -> None:
+    """Two threads send the same unroutable delivery at once: both fail as unroutable, neither is
+    confirmed by the other's Return (each publish has a channel of its own)."""
+    sink = make_sink(routing_key="nowhere.{event_type}", max_connections=2)
+    outcomes: list[str] = []
+    together = threading.Barrier(2)
+
+    def attempt(number: int) -> str:
+        together.wait(timeout=5)
+        return send_failing(sink, outgoing(number)).reason
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for number in range(20):
+            outcomes += pool.map(attempt, [number, number])
+
+    assert outcomes == ["unroutable"] * 40
+    assert broker.messages() == []
+
+
+def test_close_during_sends_fails_each_retryably(broker: Broker, make_sink: SinkFactory) -> None:
+    """close() while eight threads send: every send that does not return is a retryable SinkError
+    (none a bare Exception or a CancelledError), and what returned was confirmed."""
+    sink = make_sink(max_connections=8)
+    confirmed: list[str] = []
+    failures: list[BaseException] = []
+
+    def send_until_closed(first: int) -> None:
+        for number in range(first, first + 500):
+            try:
+                sink.send(outgoing(number))
+            except BaseException as exc:  # noqa: BLE001 (what it raises is the point)
+                failures.append(exc)
+                return
+            confirmed.append(f"evt-{number:04d}:crm")
+
+    threads = [threading.Thread(target=send_until_closed, args=(first,)) for first in range(0, 4000, 500)]
+    for thread in threads:
+        thread.start()
+    wait_until(lambda: len(confirmed) >= 40)
+    sink.close()
+    for thread in threads:
+        thread.join(10)
+
+    assert len(failures) == 8
+    assert {(type(exc), getattr(exc, "retryable", None)) for exc in failures} == {(SinkError, True)}
+    assert set(confirmed) <= {message.properties.message_id for message in broker.messages()}
+
+
+def test_a_bare_exception_from_aiormq_is_a_retryable_connection_error(
+    make_sink: SinkFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """aiormq rejects what is pending on a connection that closes under it with ``Exception()``
+    (no message, no type of its own): the send fails as a retryable connection error."""
+
+    async def rejected(channel: aiormq.Channel, body: bytes, **options: Any) -> Any:
+        raise Exception  # what aiormq's FutureStore.reject_all raises
+
+    sink = make_sink()
+    sink.check()  # connected, so that only the publish meets the patch
+    monkeypatch.setattr(aiormq.Channel, "basic_publish", rejected)
+
+    error = send_failing(sink)
+
+    assert (error.reason, error.retryable) == ("connection", True)
+
+
+@pytest.mark.timeout(30)
+def test_close_while_sends_wait_on_a_frozen_broker_fails_them_retryably(broker: Broker, make_sink: SinkFactory) -> None:
+    """Sends waiting for confirms on a connection that answers nothing, when close() gives up
+    on it and cancels them: each raises a retryable SinkError naming the closed sink."""
+    upstream = urlsplit(broker.url)
+    with running_proxy("127.0.0.1", upstream.port or 5672) as proxy:
+        sink = make_sink(url=f"amqp://guest:guest@{proxy.address}/%2F", timeout=10)
+        sink.send(outgoing(0))
+        proxy.freeze()
+        failures: list[BaseException] = []
+
+        def send(number: int) -> None:
+            try:
+                sink.send(outgoing(number))
+            except BaseException as exc:  # noqa: BLE001 (what it raises is the point)
+                failures.append(exc)
+
+        threads = [threading.Thread(target=send, args=(number,)) for number in range(1, 5)]
+        for thread in threads:
+            thread.start()
+        time.sleep(0.3)  # the four publishes are written (the proxy holds them); no confirm comes
+        sink.close()
+        for thread in threads:
+            thread.join(15)
+        proxy.restore()
+
+    assert len(failures) == 4
+    assert {(type(exc), getattr(exc, "reason", None)) for exc in failures} == {(SinkError, "connection")}
+    assert all(isinstance(exc, SinkError) and exc.retryable for exc in failures)
+
+
 def test_close_releases_the_connection_and_the_loop_thread(broker: Broker, make_sink: SinkFactory) -> None:
     """After close() no connection and no loop thread is left; close() twice is fine; a send then fails retryably."""
     upstream = urlsplit(broker.url)
@@ -356,6 +502,50 @@ def test_close_releases_the_connection_and_the_loop_thread(broker: Broker, make_
         assert (held, connections_to(proxy.port)) == (1, 0)
     assert not [thread for thread in threading.enumerate() if thread.name == "amqp-sink-crm"]
     assert (send_failing(sink).reason, send_failing(sink).retryable) == ("connection", True)
+
+
+def _return_a_message_after_its_send_gave_up(broker: Broker, make_sink: SinkFactory, logged: Callable[[], str]) -> None:
+    """A mandatory publish on a pooled channel whose connection freezes: the send times out; once
+    the connection thaws, the broker returns the message, which aiormq can no longer match."""
+    upstream = urlsplit(broker.url)
+    with running_proxy("127.0.0.1", upstream.port or 5672) as proxy:
+        # ``capture.entityUpdated`` is bound, ``user.entityUpdated`` is not.
+        sink = make_sink(
+            url=f"amqp://guest:guest@{proxy.address}/%2F", timeout=1, routing_key="{entity_type}.{event_type}"
+        )
+        routed = outgoing(1)
+        sink.send(outgoing(1, payload=routed.payload | {"entity_type": "capture"}))
+        proxy.freeze()
+        assert send_failing(sink, outgoing(2)).reason == "timeout"
+        proxy.restore()
+        wait_until(lambda: "Unhandled message" in logged())
+        sink.close()
+
+
+def test_a_message_returned_after_its_send_gave_up_is_not_logged_with_its_body(
+    broker: Broker, make_sink: SinkFactory, log_output: io.StringIO
+) -> None:
+    """aiormq logs the returned message it cannot match at ERROR: the line an operator sees keeps
+    the template, not the message (whose body holds personal data)."""
+    _return_a_message_after_its_send_gave_up(broker, make_sink, log_output.getvalue)
+
+    assert "jane.doe@example.com" not in log_output.getvalue()
+    assert "DeliveredMessage" not in log_output.getvalue()
+
+
+def test_aiormq_logs_no_message_body_without_the_service_logging_either(
+    broker: Broker, make_sink: SinkFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With plain standard-library logging (no configure_logging), down to aiormq's DEBUG lines
+    (which show the frames it writes): no record of aiormq's carries the body."""
+    caplog.set_level(logging.DEBUG, logger="aiormq")
+
+    _return_a_message_after_its_send_gave_up(broker, make_sink, lambda: caplog.text)
+
+    aiormq_records = [record for record in caplog.records if record.name.startswith("aiormq")]
+    assert any(record.levelno == logging.ERROR for record in aiormq_records)
+    assert "jane.doe@example.com" not in caplog.text
+    assert all("jane.doe" not in record.getMessage() for record in aiormq_records)
 
 
 @pytest.mark.parametrize(

@@ -353,6 +353,39 @@ def test_close_stops_the_loop_thread(streams: Streams, make_sink: SinkFactory) -
     assert send_failing(sink).retryable
 
 
+@pytest.mark.timeout(30)
+def test_close_while_sends_wait_on_a_frozen_server_fails_them_retryably(
+    streams: Streams, make_sink: SinkFactory
+) -> None:
+    """Sends waiting for their acks on a connection that answers nothing, when close() gives up
+    on it and cancels them: each raises a retryable SinkError (not a CancelledError)."""
+    streams.create()
+    with running_proxy("127.0.0.1", 4222) as proxy:
+        sink = make_sink(url=f"nats://{proxy.address}", timeout=10)
+        sink.send(outgoing(0))
+        proxy.freeze()
+        failures: list[BaseException] = []
+
+        def send(number: int) -> None:
+            try:
+                sink.send(outgoing(number))
+            except BaseException as exc:  # noqa: BLE001 (what it raises is the point)
+                failures.append(exc)
+
+        threads = [threading.Thread(target=send, args=(number,)) for number in range(1, 5)]
+        for thread in threads:
+            thread.start()
+        time.sleep(0.3)  # the four publishes are written (the proxy holds them); no ack comes
+        sink.close()
+        for thread in threads:
+            thread.join(15)
+        proxy.restore()
+
+    assert len(failures) == 4
+    assert {(type(exc), getattr(exc, "reason", None)) for exc in failures} == {(SinkError, "connection")}
+    assert all(isinstance(exc, SinkError) and exc.retryable for exc in failures)
+
+
 def test_check_names_the_stream(streams: Streams, make_sink: SinkFactory) -> None:
     """check finds the stream behind the subject of every event type."""
     stream = streams.create()
