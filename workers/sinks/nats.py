@@ -87,8 +87,9 @@ class NatsSink:
         self._client: Client | None = None
         self._connecting: asyncio.Task[None] | None = None
         self._last_logged_error = ""
-        # Set when the connection drops, then replaced: wakes the publishes that were waiting on it.
-        self._disconnection = asyncio.Event()
+        # Resolved when the connection drops, then replaced: wakes the publishes waiting on it. One
+        # future shared by every publish of a connection, rather than a waiting task per publish.
+        self._lost: asyncio.Future[None] | None = None
 
     def send(self, outgoing: Outgoing) -> None:
         """Publish ``outgoing.payload`` once; return when a stream has acknowledged it.
@@ -129,11 +130,14 @@ class NatsSink:
         remaining = deadline - asyncio.get_running_loop().time()
         # The client does not fail a request whose connection was lost, it lets it time out:
         # the publish races the next disconnection, so that a cut fails the send at once.
-        lost = asyncio.ensure_future(self._disconnection.wait())
+        if self._lost is None:
+            self._lost = asyncio.get_running_loop().create_future()
+        lost = self._lost
         # A duplicate (the id was seen within the stream's window) is acknowledged too: stored once.
         publishing = asyncio.ensure_future(jetstream.publish(subject, body, timeout=max(remaining, 0), headers=headers))
         try:
-            await asyncio.wait({publishing, lost}, return_when=asyncio.FIRST_COMPLETED)
+            waiting: set[asyncio.Future[Any]] = {publishing, lost}
+            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
             if not publishing.done():
                 raise SinkError(
                     reason="connection",
@@ -144,7 +148,6 @@ class NatsSink:
         except (nats.errors.Error, OSError, TimeoutError) as exc:
             raise self._error(exc, subject) from exc
         finally:
-            lost.cancel()
             publishing.cancel()
 
     async def _check(self) -> str:
@@ -175,6 +178,9 @@ class NatsSink:
             self._connecting = loop.create_task(client.connect(**self._connect_options()))
         connecting = self._connecting
         assert connecting is not None
+        if connecting.done() and not connecting.cancelled() and connecting.exception() is None and client.is_connected:
+            # Connected: no task to wait on (the common case, on every send).
+            return client.jetstream(timeout=self._config.timeout)
         try:
             # Shielded: a send that gives up leaves the connecting (and retrying) to go on.
             await asyncio.wait_for(asyncio.shield(connecting), max(deadline - loop.time(), 0))
@@ -260,8 +266,9 @@ class NatsSink:
             log.warning("nats.connection_error", destination=self.name, host=self.target, detail=self._describe(exc))
 
     async def _on_disconnected(self) -> None:
-        self._disconnection.set()
-        self._disconnection = asyncio.Event()
+        lost, self._lost = self._lost, None
+        if lost is not None and not lost.done():
+            lost.set_result(None)
         if self._client is not None:  # None: the sink is closing it
             log.warning("nats.disconnected", destination=self.name, host=self.target)
 
