@@ -7,49 +7,26 @@ legacy ``/webhooks/*`` API and ``/__sim/``), never by reaching into the simulato
 from __future__ import annotations
 
 import json
-import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-import structlog
 import yaml
 
 from capture_relay.cli import main
 from capture_relay.embedded_redis import RedisServer, free_port
+from tests.support.logging_state import logging_restored
 from tests.support.simulator import API_CLIENT, CONFIG_CLIENT, RunningSimulator, running_simulator
 
 ENDPOINT = "https://hooks.example.com/webhooks/capture/v3"
 CALLBACK = "https://hooks.example.com/webhooks/capture/legacy"
 CALLBACK_PREFIX = "https://hooks.example.com/webhooks/"
 ALL_EVENTS = ["entityCreated", "entityUpdated", "entityDeleted"]
-# Loggers configure_logging changes besides the root; each is put back after every test.
-_TOUCHED_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "rq.worker", "rq")
-
-
-@contextmanager
-def _logging_restored() -> Iterator[None]:
-    """``register`` configures logging for the process, on pytest's captured stderr: undo it at once,
-    before that stream closes (the simulator's server thread still logs while it shuts down)."""
-    root = logging.getLogger()
-    saved_root = (list(root.handlers), root.level)
-    named = {name: logging.getLogger(name) for name in _TOUCHED_LOGGERS}
-    saved_named = {name: (list(logger.handlers), logger.propagate, logger.disabled) for name, logger in named.items()}
-    try:
-        yield
-    finally:
-        structlog.reset_defaults()
-        root.handlers[:] = saved_root[0]
-        root.setLevel(saved_root[1])
-        for name, (handlers, propagate, disabled) in saved_named.items():
-            named[name].handlers[:] = handlers
-            named[name].propagate, named[name].disabled = propagate, disabled
 
 
 @dataclass
@@ -124,7 +101,7 @@ def register(capsys: pytest.CaptureFixture[str]) -> Register:
 
     def runner(path: Path, *args: str) -> Outcome:
         capsys.readouterr()
-        with _logging_restored():
+        with logging_restored():
             status = main(["register", "--config", str(path), *args], {})
         captured = capsys.readouterr()
         return Outcome(status, captured.out, captured.err)

@@ -4,26 +4,22 @@ PostgreSQL; each test writes its own config naming its own table, dropped afterw
 from __future__ import annotations
 
 import json
-import logging
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
-import structlog
 import yaml
 from psycopg import sql
 
 from capture_relay.cli import main
 from capture_relay.embedded_redis import free_port
-from service.logs import QUIETED_LOGGERS
+from tests.support.logging_state import logging_restored
 
 # Loggers configure_logging changes besides the root; each is put back after every run.
-_TOUCHED_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "rq.worker", "rq", *QUIETED_LOGGERS)
 
 
 @dataclass(frozen=True)
@@ -70,34 +66,13 @@ def write_config(tmp_path: Path, dsn: str, table: str) -> WriteConfig:
     return writer
 
 
-@contextmanager
-def _logging_restored() -> Iterator[None]:
-    """The command configures logging for the process, on pytest's captured stderr: undo it afterwards."""
-    root = logging.getLogger()
-    saved_root = (list(root.handlers), root.level)
-    named = {name: logging.getLogger(name) for name in _TOUCHED_LOGGERS}
-    saved = {
-        name: (list(logger.handlers), logger.level, logger.propagate, logger.disabled) for name, logger in named.items()
-    }
-    try:
-        yield
-    finally:
-        structlog.reset_defaults()
-        root.handlers[:] = saved_root[0]
-        root.setLevel(saved_root[1])
-        for name, (handlers, level, propagate, disabled) in saved.items():
-            named[name].handlers[:] = handlers
-            named[name].setLevel(level)
-            named[name].propagate, named[name].disabled = propagate, disabled
-
-
 @pytest.fixture
 def run(capsys: pytest.CaptureFixture[str]) -> Run:
     """Run ``capture-relay sinks ARGS --config PATH`` through the CLI entry point."""
 
     def runner(path: Path, *args: str) -> Outcome:
         capsys.readouterr()
-        with _logging_restored():
+        with logging_restored():
             status = main(["sinks", *args, "--config", str(path)], {})
         captured = capsys.readouterr()
         return Outcome(status, captured.out, captured.err)
