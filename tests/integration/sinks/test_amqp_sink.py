@@ -14,7 +14,6 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -26,6 +25,7 @@ import pytest
 
 from capture_relay.embedded_redis import free_port
 from service.destination_config import AmqpDestination
+from tests.support.sinks import delivery, send_failing, sending_in_threads, tcp_connections_to, wait_until
 from tests.support.tcp_proxy import running_proxy
 from workers.sinks import open_sink
 from workers.sinks.amqp import AmqpSink
@@ -106,38 +106,8 @@ def make_sink(broker: Broker) -> Iterator[SinkFactory]:
 
 
 def outgoing(number: int = 1, **overrides: Any) -> Outgoing:
-    """A delivery with a payload that holds personal data."""
-    values: dict[str, Any] = {
-        "delivery_id": f"evt-{number:04d}:crm",
-        "destination": "crm",
-        "event_type": "entityUpdated",
-        "uuid": "0b5c1a52-44e2-4c1e-9d1f-0f2b5a4f7c10",
-        "payload": {"id": f"evt-{number:04d}", "entity_type": "user", "record": {"email": "jane.doe@example.com"}},
-        "attempt": 1,
-    }
-    return Outgoing(**(values | overrides))
-
-
-def send_failing(sink: AmqpSink, delivery: Outgoing | None = None) -> SinkError:
-    """Send and return the SinkError it must raise."""
-    with pytest.raises(SinkError) as caught:
-        sink.send(delivery or outgoing())
-    return caught.value
-
-
-def connections_to(port: int) -> int:
-    """Established TCP connections to 127.0.0.1:``port`` on this machine (Linux's /proc/net/tcp)."""
-    lines = Path("/proc/net/tcp").read_text().splitlines()[1:]
-    remote = f"0100007F:{port:04X}"
-    return sum(1 for line in lines if line.split()[2] == remote and line.split()[3] == "01")
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Return once ``condition()`` holds; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)
+    """Delivery ``number`` to ``crm`` (see ``delivery``)."""
+    return delivery(number, "crm", **overrides)
 
 
 # -- what is published ------------------------------------------------------------------------
@@ -211,7 +181,7 @@ def test_an_unroutable_message_fails_only_when_mandatory(broker: Broker, make_si
     strict = make_sink(routing_key="nowhere.{event_type}")
     lenient = make_sink(routing_key="nowhere.{event_type}", mandatory=False)
 
-    error = send_failing(strict)
+    error = send_failing(strict, outgoing())
     lenient.send(outgoing())
 
     assert (error.reason, error.retryable) == ("unroutable", True)
@@ -224,7 +194,7 @@ def test_a_missing_exchange_is_not_found_and_not_created(broker: Broker, make_si
     missing = broker.exchange + "_missing"
     sink = make_sink(exchange=missing)
 
-    error = send_failing(sink)
+    error = send_failing(sink, outgoing())
     with pytest.raises(SinkError) as checked:
         sink.check()
 
@@ -240,7 +210,7 @@ def test_a_message_the_queue_rejects_is_a_nack(broker: Broker, make_sink: SinkFa
     broker.channel.queue_declare(queue=full, arguments={"x-max-length": 0, "x-overflow": "reject-publish"})
     broker.channel.queue_bind(queue=full, exchange=broker.exchange, routing_key="full.#")
     try:
-        error = send_failing(make_sink(routing_key="full.{event_type}"))
+        error = send_failing(make_sink(routing_key="full.{event_type}"), outgoing())
     finally:
         broker.channel.queue_delete(queue=full)
 
@@ -253,7 +223,7 @@ def test_a_vhost_the_broker_refuses_is_a_permission_error(broker: Broker, make_s
     upstream = urlsplit(broker.url)
     sink = make_sink(url=f"amqp://guest:guest@{upstream.hostname}:{upstream.port}/{broker.exchange}_vhost")
 
-    error = send_failing(sink)
+    error = send_failing(sink, outgoing())
 
     assert (error.reason, error.retryable) == ("permission", True)
     assert "vhost" in error.detail
@@ -321,7 +291,7 @@ def test_a_connection_dropped_while_idle_is_replaced_without_a_failure(broker: B
         sink = make_sink(url=f"amqp://guest:guest@{proxy.address}/%2F")
         sink.send(outgoing(1))
         proxy.cut()
-        wait_until(lambda: connections_to(proxy.port) == 0)
+        wait_until(lambda: tcp_connections_to(proxy.port) == 0)
         proxy.restore()
 
         sink.send(outgoing(2))
@@ -336,9 +306,9 @@ def test_concurrent_sends_are_each_confirmed_once(broker: Broker, make_sink: Sin
         sink = make_sink(url=f"amqp://guest:guest@{proxy.address}/%2F", max_connections=8)
         with ThreadPoolExecutor(max_workers=8) as pool:
             list(pool.map(lambda number: sink.send(outgoing(number)), range(200)))
-        held = connections_to(proxy.port)
+        held = tcp_connections_to(proxy.port)
         sink.close()
-        released = connections_to(proxy.port)
+        released = tcp_connections_to(proxy.port)
 
     ids = sorted(message.properties.message_id for message in broker.messages())
     assert ids == [f"evt-{number:04d}:crm" for number in range(200)]
@@ -414,29 +384,15 @@ def test_close_during_sends_fails_each_retryably(broker: Broker, make_sink: Sink
     """close() while eight threads send: every send that does not return is a retryable SinkError
     (none a bare Exception or a CancelledError), and what returned was confirmed."""
     sink = make_sink(max_connections=8)
-    confirmed: list[str] = []
-    failures: list[BaseException] = []
+    shares = [[outgoing(number) for number in range(first, first + 500)] for first in range(0, 4000, 500)]
 
-    def send_until_closed(first: int) -> None:
-        for number in range(first, first + 500):
-            try:
-                sink.send(outgoing(number))
-            except BaseException as exc:  # noqa: BLE001 (what it raises is the point)
-                failures.append(exc)
-                return
-            confirmed.append(f"evt-{number:04d}:crm")
+    with sending_in_threads(sink, shares, join_timeout=10) as senders:
+        wait_until(lambda: len(senders.sent) >= 40)
+        sink.close()
 
-    threads = [threading.Thread(target=send_until_closed, args=(first,)) for first in range(0, 4000, 500)]
-    for thread in threads:
-        thread.start()
-    wait_until(lambda: len(confirmed) >= 40)
-    sink.close()
-    for thread in threads:
-        thread.join(10)
-
-    assert len(failures) == 8
-    assert {(type(exc), getattr(exc, "retryable", None)) for exc in failures} == {(SinkError, True)}
-    assert set(confirmed) <= {message.properties.message_id for message in broker.messages()}
+    assert len(senders.failures) == 8
+    assert {(type(exc), getattr(exc, "retryable", None)) for exc in senders.failures} == {(SinkError, True)}
+    assert set(senders.sent) <= {message.properties.message_id for message in broker.messages()}
 
 
 def test_a_bare_exception_from_aiormq_is_a_retryable_connection_error(
@@ -452,7 +408,7 @@ def test_a_bare_exception_from_aiormq_is_a_retryable_connection_error(
     sink.check()  # connected, so that only the publish meets the patch
     monkeypatch.setattr(aiormq.Channel, "basic_publish", rejected)
 
-    error = send_failing(sink)
+    error = send_failing(sink, outgoing())
 
     assert (error.reason, error.retryable) == ("connection", True)
 
@@ -466,26 +422,14 @@ def test_close_while_sends_wait_on_a_frozen_broker_fails_them_retryably(broker: 
         sink = make_sink(url=f"amqp://guest:guest@{proxy.address}/%2F", timeout=10)
         sink.send(outgoing(0))
         proxy.freeze()
-        failures: list[BaseException] = []
-
-        def send(number: int) -> None:
-            try:
-                sink.send(outgoing(number))
-            except BaseException as exc:  # noqa: BLE001 (what it raises is the point)
-                failures.append(exc)
-
-        threads = [threading.Thread(target=send, args=(number,)) for number in range(1, 5)]
-        for thread in threads:
-            thread.start()
-        time.sleep(0.3)  # the four publishes are written (the proxy holds them); no confirm comes
-        sink.close()
-        for thread in threads:
-            thread.join(15)
+        with sending_in_threads(sink, [[outgoing(number)] for number in range(1, 5)], join_timeout=15) as senders:
+            time.sleep(0.3)  # the four publishes are written (the proxy holds them); no confirm comes
+            sink.close()
         proxy.restore()
 
-    assert len(failures) == 4
-    assert {(type(exc), getattr(exc, "reason", None)) for exc in failures} == {(SinkError, "connection")}
-    assert all(isinstance(exc, SinkError) and exc.retryable for exc in failures)
+    assert len(senders.failures) == 4
+    assert {(type(exc), getattr(exc, "reason", None)) for exc in senders.failures} == {(SinkError, "connection")}
+    assert all(isinstance(exc, SinkError) and exc.retryable for exc in senders.failures)
 
 
 def test_close_releases_the_connection_and_the_loop_thread(broker: Broker, make_sink: SinkFactory) -> None:
@@ -494,14 +438,14 @@ def test_close_releases_the_connection_and_the_loop_thread(broker: Broker, make_
     with running_proxy("127.0.0.1", upstream.port or 5672) as proxy:
         sink = make_sink(url=f"amqp://guest:guest@{proxy.address}/%2F")
         sink.send(outgoing())
-        held = connections_to(proxy.port)
+        held = tcp_connections_to(proxy.port)
 
         sink.close()
         sink.close()
 
-        assert (held, connections_to(proxy.port)) == (1, 0)
+        assert (held, tcp_connections_to(proxy.port)) == (1, 0)
     assert not [thread for thread in threading.enumerate() if thread.name == "amqp-sink-crm"]
-    assert (send_failing(sink).reason, send_failing(sink).retryable) == ("connection", True)
+    assert (send_failing(sink, outgoing()).reason, send_failing(sink, outgoing()).retryable) == ("connection", True)
 
 
 def _return_a_message_after_its_send_gave_up(broker: Broker, make_sink: SinkFactory, logged: Callable[[], str]) -> None:
@@ -559,7 +503,7 @@ def test_an_unreachable_broker_fails_without_the_password(make_sink: SinkFactory
     """Constructing does not connect; the send fails retryably and no error text holds the password."""
     sink = make_sink(url=url.format(port=free_port()))
 
-    error = send_failing(sink)
+    error = send_failing(sink, outgoing())
 
     assert (error.reason, error.retryable) == ("connection", True)
     assert "127.0.0.1" in error.detail
@@ -573,7 +517,7 @@ def test_a_wrong_password_is_an_auth_error(broker: Broker, make_sink: SinkFactor
     upstream = urlsplit(broker.url)
     sink = make_sink(url=f"amqp://guest:{PASSWORD}@{upstream.hostname}:{upstream.port}/%2F")
 
-    error = send_failing(sink)
+    error = send_failing(sink, outgoing())
 
     assert (error.reason, error.retryable) == ("auth", True)
     assert PASSWORD not in str(error)

@@ -25,6 +25,7 @@ from starlette.routing import Route
 from capture_relay.embedded_redis import free_port
 from service.destination_config import HttpDestination
 from tests.support.servers import serve_in_thread
+from tests.support.sinks import EMAIL, delivery, send_failing
 from workers.sinks import open_sink
 from workers.sinks.base import Outgoing, SinkError
 from workers.sinks.http import HttpSink, loggable_url
@@ -134,23 +135,9 @@ def make_sink(receiver: tuple[Receiver, str]) -> Iterator[SinkFactory]:
 
 
 def outgoing(**overrides: Any) -> Outgoing:
-    """A delivery with a payload that holds personal data."""
-    values: dict[str, Any] = {
-        "delivery_id": "evt-0001:crm",
-        "destination": "crm",
-        "event_type": "entityUpdated",
-        "uuid": "0b5c1a52-44e2-4c1e-9d1f-0f2b5a4f7c10",
-        "payload": {"record": {"email": "jane.doe@example.com", "givenName": "Jane", "phone": 4915112345678}},
-        "attempt": 1,
-    }
-    return Outgoing(**(values | overrides))
-
-
-def send_failing(sink: HttpSink, delivery: Outgoing | None = None) -> SinkError:
-    """Send and return the SinkError it must raise."""
-    with pytest.raises(SinkError) as caught:
-        sink.send(delivery or outgoing())
-    return caught.value
+    """Delivery 1 to ``crm``; its record is the personal data a receiver echoes in a test below."""
+    record = {"email": EMAIL, "givenName": "Jane", "phone": 4915112345678}
+    return delivery(1, "crm", payload={"record": record}, **overrides)
 
 
 # -- signatures -----------------------------------------------------------------------------
@@ -281,7 +268,7 @@ def test_failing_statuses_are_classified(
     receiver[0].answer = Answer(status, b"nope")
     sink = make_sink()
 
-    error = send_failing(sink)
+    error = send_failing(sink, outgoing())
 
     assert (error.reason, error.retryable, error.status) == ("http_status", retryable, status)
     assert error.detail == f"HTTP {status}: nope"
@@ -293,7 +280,7 @@ def test_retry_after_in_seconds_is_passed_on(receiver: tuple[Receiver, str], mak
     receiver[0].answer = Answer(429, b"slow down", {"Retry-After": "120"})
     sink = make_sink()
 
-    error = send_failing(sink)
+    error = send_failing(sink, outgoing())
 
     assert error.retry_after == 120.0
 
@@ -304,7 +291,7 @@ def test_retry_after_as_a_date_is_turned_into_seconds(receiver: tuple[Receiver, 
     receiver[0].answer = Answer(503, b"", {"Retry-After": email.utils.formatdate(now + 90, usegmt=True)})
     sink = make_sink(clock=lambda: now)
 
-    error = send_failing(sink)
+    error = send_failing(sink, outgoing())
 
     assert error.retry_after == 90.0
     assert error.detail == "HTTP 503"
@@ -316,7 +303,7 @@ def test_redirects_are_not_followed(receiver: tuple[Receiver, str], make_sink: S
     receiver[0].answer = Answer(status, b"", {"Location": "/elsewhere?token=hunter2"})
     sink = make_sink()
 
-    error = send_failing(sink)
+    error = send_failing(sink, outgoing())
 
     assert [request.path for request in receiver[0].received] == ["/hook"]
     assert (error.reason, error.retryable, error.status) == ("redirect", False, status)
@@ -331,7 +318,7 @@ def test_long_answers_are_cut_and_control_characters_replaced(
     receiver[0].answer = Answer(500, b"\x1b[31mboom\x00\r\n" + b"a" * 10_000)
     sink = make_sink()
 
-    error = send_failing(sink)
+    error = send_failing(sink, outgoing())
 
     assert error.detail == "HTTP 500: " + ("[31mboom " + "a" * 10_000)[:200]
 
@@ -344,7 +331,7 @@ def test_payload_values_never_appear_in_errors(receiver: tuple[Receiver, str], m
     )
     sink = make_sink()
 
-    error = send_failing(sink)
+    error = send_failing(sink, outgoing())
 
     text = f"{error} {error!r} {error.detail} {error.args}"
     for value in ("jane.doe@example.com", "Jane", "4915112345678"):
@@ -363,7 +350,7 @@ def test_secrets_echoed_by_the_receiver_never_appear_in_errors(
     receiver[0].answer = Answer(401, f"invalid key sk_live_ABCDEF123456 (secret {secret}) for {url}".encode())
     sink = make_sink(url=url, headers={"Authorization": "Bearer sk_live_ABCDEF123456"}, signing_secret=secret)
 
-    error = send_failing(sink)
+    error = send_failing(sink, outgoing())
 
     text = f"{error} {error!r} {error.detail}"
     for value in ("sk_live_ABCDEF123456", secret.removeprefix("whsec_"), "s3cr3t-query-token"):
@@ -378,7 +365,7 @@ def test_a_receiver_slower_than_the_timeout_times_out(make_sink: SinkFactory) ->
     """No answer within ``timeout`` is a retryable timeout."""
     sink = make_sink("/slow", timeout="300ms")
 
-    error = send_failing(sink)
+    error = send_failing(sink, outgoing())
 
     assert (error.reason, error.retryable, error.status) == ("timeout", True, None)
 
@@ -390,7 +377,7 @@ def test_an_answer_that_never_ends_does_not_hold_the_sender(make_sink: SinkFacto
     sink = make_sink(f"/drip/{status}", timeout="300ms")
 
     if raises:
-        error = send_failing(sink)
+        error = send_failing(sink, outgoing())
         assert (error.reason, error.status) == ("http_status", 503)
         assert error.detail.startswith("HTTP 503: x")
     else:
@@ -402,7 +389,7 @@ def test_a_refused_connection_is_a_connect_error(make_sink: SinkFactory) -> None
     port = free_port()
     sink = make_sink(url=f"http://127.0.0.1:{port}/hook?token=hunter2", timeout="2s")
 
-    error = send_failing(sink)
+    error = send_failing(sink, outgoing())
 
     assert (error.reason, error.retryable) == ("connect", True)
     assert f"http://127.0.0.1:{port}/hook" in error.detail
@@ -428,7 +415,7 @@ def test_a_connection_survives_a_failed_delivery(receiver: tuple[Receiver, str],
     """A short error answer is read to its end, so the next delivery still reuses the connection."""
     sink = make_sink()
     receiver[0].answer = Answer(503, b"busy")
-    send_failing(sink)
+    send_failing(sink, outgoing())
     receiver[0].answer = Answer(200)
 
     sink.send(outgoing())

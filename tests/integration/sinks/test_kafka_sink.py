@@ -6,7 +6,6 @@ concurrent senders, ``check`` and ``close``, and no option value in any error or
 from __future__ import annotations
 
 import io
-import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -20,13 +19,14 @@ from service.destination_config import KafkaDestination
 from service.secret import Secret
 from tests.conftest import missing_service
 from tests.support.kafka_mock import MockCluster, MockClusterUnavailableError, mock_cluster
+from tests.support.sinks import PROFILE_UUID, delivery, send_concurrently, send_failing
 from workers.sinks import open_sink
 from workers.sinks.base import Outgoing, SinkError
 from workers.sinks.kafka import KafkaSink
 
 PARTITIONS = 4
 PASSWORD = "s3cr3t-kafka-pw"
-JANE = "0b5c1a52-44e2-4c1e-9d1f-0f2b5a4f7c10"
+JANE = PROFILE_UUID
 JOHN = "7d1e2f30-1111-4c1e-9d1f-0f2b5a4f7c99"
 
 
@@ -66,23 +66,8 @@ def make_sink(cluster: MockCluster, unique_name: str) -> Iterator[SinkFactory]:
 
 
 def outgoing(number: int = 1, **overrides: Any) -> Outgoing:
-    """Delivery ``number`` of a changed profile (Jane's unless ``uuid`` says otherwise)."""
-    values: dict[str, Any] = {
-        "delivery_id": f"evt-{number:04d}:stream",
-        "destination": "stream",
-        "event_type": "entityUpdated",
-        "uuid": JANE,
-        "payload": {"entity_type": "user", "record": {"email": "jane.doe@example.com", "n": number}},
-        "attempt": 1,
-    }
-    return Outgoing(**(values | overrides))
-
-
-def send_failing(sink: KafkaSink, delivery: Outgoing | None = None) -> SinkError:
-    """Send and return the SinkError it must raise."""
-    with pytest.raises(SinkError) as caught:
-        sink.send(delivery or outgoing())
-    return caught.value
+    """Delivery ``number`` to ``stream`` (Jane's profile unless ``uuid`` says otherwise; see ``delivery``)."""
+    return delivery(number, "stream", **overrides)
 
 
 def read_back(cluster: MockCluster, topic: str) -> list[Message[bytes, bytes]]:
@@ -168,7 +153,7 @@ def test_unreachable_brokers_fail_the_send_retryably(make_sink: SinkFactory) -> 
     )
     sink.close()
 
-    error = send_failing(make_sink(bootstrap_servers=dead, timeout=0.5))
+    error = send_failing(make_sink(bootstrap_servers=dead, timeout=0.5), outgoing())
 
     assert error.retryable
     assert error.reason in {"timeout", "connection"}
@@ -252,7 +237,7 @@ def test_an_unknown_topic_is_retried(cluster: MockCluster, make_sink: SinkFactor
     # librdkafka waits this long for a new topic to appear before it gives up on its records.
     sink = make_sink(options={"topic.metadata.propagation.max.ms": "100"})
 
-    error = send_failing(sink)
+    error = send_failing(sink, outgoing())
 
     assert (error.reason, error.retryable) == ("not_found", True)
 
@@ -275,20 +260,8 @@ def test_a_fatal_producer_error_replaces_the_producer(
 def test_threads_share_the_sink(cluster: MockCluster, make_sink: SinkFactory, unique_name: str) -> None:
     """Eight threads sending at once through one sink: every record is confirmed and written once."""
     sink = make_sink()
-    errors: list[SinkError] = []
 
-    def send_range(first: int) -> None:
-        try:
-            for number in range(first, first + 10):
-                sink.send(outgoing(number))
-        except SinkError as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=send_range, args=(first,)) for first in range(0, 80, 10)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    errors = send_concurrently(sink, [outgoing(number) for number in range(80)], threads=8)
 
     assert errors == []
     assert sorted(delivery_ids(read_back(cluster, unique_name))) == [f"evt-{number:04d}:stream" for number in range(80)]
@@ -300,9 +273,9 @@ def test_option_values_never_appear_in_errors_or_logs(make_sink: SinkFactory, lo
     dead = [f"127.0.0.1:{free_port()}"]
 
     unconfirmed = send_failing(
-        make_sink(bootstrap_servers=dead, timeout=0.5, options=sasl | {"sasl.password": PASSWORD})
+        make_sink(bootstrap_servers=dead, timeout=0.5, options=sasl | {"sasl.password": PASSWORD}), outgoing()
     )
-    rejected = send_failing(make_sink(options={"security.protocol": PASSWORD}))
+    rejected = send_failing(make_sink(options={"security.protocol": PASSWORD}), outgoing())
 
     assert rejected.reason == "config"
     for error in (unconfirmed, rejected):
@@ -319,7 +292,7 @@ def test_close_lets_the_producer_go(make_sink: SinkFactory) -> None:
     sink.close()
     sink.close()
 
-    assert send_failing(sink).retryable
+    assert send_failing(sink, outgoing()).retryable
 
 
 def test_check_counts_the_partitions(make_sink: SinkFactory, unique_name: str) -> None:

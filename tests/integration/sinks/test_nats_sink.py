@@ -26,6 +26,7 @@ from nats.js.api import RawStreamMsg
 from capture_relay.embedded_redis import free_port
 from service.destination_config import NatsDestination
 from tests.conftest import missing_service
+from tests.support.sinks import delivery, send_concurrently, send_failing, sending_in_threads
 from tests.support.tcp_proxy import running_proxy
 from workers.sinks import open_sink
 from workers.sinks.base import Outgoing, SinkError
@@ -117,23 +118,8 @@ def make_sink(nats_url: str, unique_name: str) -> Iterator[SinkFactory]:
 
 
 def outgoing(number: int = 1, **overrides: Any) -> Outgoing:
-    """Delivery ``number`` of a changed profile, with personal data in its payload."""
-    values: dict[str, Any] = {
-        "delivery_id": f"evt-{number:04d}:bus",
-        "destination": "bus",
-        "event_type": "entityUpdated",
-        "uuid": "0b5c1a52-44e2-4c1e-9d1f-0f2b5a4f7c10",
-        "payload": {"entity_type": "user", "record": {"email": "jane.doe@example.com", "n": number}},
-        "attempt": 1,
-    }
-    return Outgoing(**(values | overrides))
-
-
-def send_failing(sink: NatsSink, delivery: Outgoing | None = None) -> SinkError:
-    """Send and return the SinkError it must raise."""
-    with pytest.raises(SinkError) as caught:
-        sink.send(delivery or outgoing())
-    return caught.value
+    """Delivery ``number`` to ``bus`` (see ``delivery``)."""
+    return delivery(number, "bus", **overrides)
 
 
 def message_ids(messages: list[RawStreamMsg]) -> list[str]:
@@ -183,7 +169,7 @@ def test_a_delivery_sent_twice_is_stored_once(streams: Streams, make_sink: SinkF
 
 def test_without_a_stream_on_the_subject_the_send_is_retried(make_sink: SinkFactory, unique_name: str) -> None:
     """Nothing listens on the subject: a retryable not_found that names the subject."""
-    error = send_failing(make_sink())
+    error = send_failing(make_sink(), outgoing())
 
     assert error.reason == "not_found"
     assert error.retryable
@@ -247,20 +233,8 @@ def test_threads_share_the_sink(streams: Streams, make_sink: SinkFactory) -> Non
     """Eight threads sending at once through one sink store every delivery once."""
     stream = streams.create()
     sink = make_sink()
-    errors: list[BaseException] = []
 
-    def send_range(first: int) -> None:
-        try:
-            for number in range(first, first + 10):
-                sink.send(outgoing(number))
-        except SinkError as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=send_range, args=(first,)) for first in range(0, 80, 10)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    errors = send_concurrently(sink, [outgoing(number) for number in range(80)], threads=8)
 
     assert errors == []
     assert sorted(message_ids(streams.messages(stream))) == [f"evt-{number:04d}:bus" for number in range(80)]
@@ -273,7 +247,7 @@ def test_opening_against_a_dead_port_connects_to_nothing(make_sink: SinkFactory)
     sink.close()
     dead = make_sink(url=f"nats://127.0.0.1:{free_port()}", timeout=0.5)
 
-    error = send_failing(dead)
+    error = send_failing(dead, outgoing())
 
     assert error.reason == "connect"
     assert error.retryable
@@ -286,8 +260,8 @@ def test_credentials_never_appear_in_errors_or_logs(
     dead_url = f"nats://capture:{PASSWORD}@127.0.0.1:{free_port()}"
     live_url = nats_url.replace("nats://", f"nats://capture:{PASSWORD}@", 1)
 
-    refused = send_failing(make_sink(url=f"{dead_url},{dead_url.replace('capture', 'other')}", timeout=0.5))
-    missing = send_failing(make_sink(url=live_url))
+    refused = send_failing(make_sink(url=f"{dead_url},{dead_url.replace('capture', 'other')}", timeout=0.5), outgoing())
+    missing = send_failing(make_sink(url=live_url), outgoing())
 
     assert missing.reason == "not_found"
     for error in (refused, missing):
@@ -331,9 +305,9 @@ def test_refused_credentials_are_retried_as_auth(make_sink: SinkFactory, passwor
     """A wrong password: a retryable auth error that repeats neither password; the right one connects."""
     wrong = "wr0ng-nats-pw"
 
-    error = send_failing(make_sink(url=f"nats://relay:{wrong}@{password_server}", timeout=1))
+    error = send_failing(make_sink(url=f"nats://relay:{wrong}@{password_server}", timeout=1), outgoing())
     # No JetStream on that server: connected, the publish finds no stream.
-    admitted = send_failing(make_sink(url=f"nats://relay:{PASSWORD}@{password_server}", timeout=1))
+    admitted = send_failing(make_sink(url=f"nats://relay:{PASSWORD}@{password_server}", timeout=1), outgoing())
 
     assert (error.reason, error.retryable) == ("auth", True)
     assert wrong not in str(error)
@@ -350,7 +324,7 @@ def test_close_stops_the_loop_thread(streams: Streams, make_sink: SinkFactory) -
     sink.close()
 
     assert not [thread for thread in threading.enumerate() if thread.name == "nats-sink-bus"]
-    assert send_failing(sink).retryable
+    assert send_failing(sink, outgoing()).retryable
 
 
 @pytest.mark.timeout(30)
@@ -364,26 +338,14 @@ def test_close_while_sends_wait_on_a_frozen_server_fails_them_retryably(
         sink = make_sink(url=f"nats://{proxy.address}", timeout=10)
         sink.send(outgoing(0))
         proxy.freeze()
-        failures: list[BaseException] = []
-
-        def send(number: int) -> None:
-            try:
-                sink.send(outgoing(number))
-            except BaseException as exc:  # noqa: BLE001 (what it raises is the point)
-                failures.append(exc)
-
-        threads = [threading.Thread(target=send, args=(number,)) for number in range(1, 5)]
-        for thread in threads:
-            thread.start()
-        time.sleep(0.3)  # the four publishes are written (the proxy holds them); no ack comes
-        sink.close()
-        for thread in threads:
-            thread.join(15)
+        with sending_in_threads(sink, [[outgoing(number)] for number in range(1, 5)], join_timeout=15) as senders:
+            time.sleep(0.3)  # the four publishes are written (the proxy holds them); no ack comes
+            sink.close()
         proxy.restore()
 
-    assert len(failures) == 4
-    assert {(type(exc), getattr(exc, "reason", None)) for exc in failures} == {(SinkError, "connection")}
-    assert all(isinstance(exc, SinkError) and exc.retryable for exc in failures)
+    assert len(senders.failures) == 4
+    assert {(type(exc), getattr(exc, "reason", None)) for exc in senders.failures} == {(SinkError, "connection")}
+    assert all(isinstance(exc, SinkError) and exc.retryable for exc in senders.failures)
 
 
 def test_check_names_the_stream(streams: Streams, make_sink: SinkFactory) -> None:

@@ -19,16 +19,16 @@ from psycopg.rows import dict_row
 
 from capture_relay.embedded_redis import free_port
 from service.destination_config import PostgresDestination
+from tests.support.sinks import EMAIL, PROFILE_UUID, delivery, send_concurrently, send_failing
 from tests.support.tcp_proxy import TcpProxy, running_proxy
 from workers.sinks import open_sink
 from workers.sinks.base import Outgoing, SinkError
 from workers.sinks.postgres import CHECK_AFTER_IDLE, PostgresSink
 from workers.sinks.postgres_schema import as_text, create_sql
 
-UUID = "0b5c1a52-44e2-4c1e-9d1f-0f2b5a4f7c10"
+UUID = PROFILE_UUID
 V1, V2, V3 = 1_750_000_000.123456, 1_750_000_100.5, 1_750_000_200.0
 DELETED_VERSION = 9e15
-EMAIL = "jane.doe@example.com"
 
 SinkFactory = Callable[..., PostgresSink]
 
@@ -69,16 +69,9 @@ def outgoing(event_type: str = "entityUpdated", version: float | None = V1, **ov
     """A delivery of ``UUID`` whose record holds personal data (``record`` may be overridden)."""
     record = overrides.pop("record", {"email": EMAIL, "givenName": "Jane", "lastUpdated": str(version)})
     uuid = overrides.pop("uuid", UUID)
-    values: dict[str, Any] = {
-        "delivery_id": f"evt-{event_type}-{version}:mirror",
-        "destination": "mirror",
-        "event_type": event_type,
-        "uuid": uuid,
-        "payload": {"type": event_type, "uuid": uuid, "entity_type": "user", "record": record},
-        "attempt": 1,
-        "version": version,
-    }
-    return Outgoing(**(values | overrides))
+    payload = {"type": event_type, "uuid": uuid, "entity_type": "user", "record": record}
+    fields = {"delivery_id": f"evt-{event_type}-{version}:mirror", "event_type": event_type, "version": version}
+    return delivery(1, "mirror", payload=payload, uuid=uuid, **(fields | overrides))
 
 
 def rows(dsn: str, table: str) -> dict[str, dict[str, Any]]:
@@ -89,13 +82,6 @@ def rows(dsn: str, table: str) -> dict[str, dict[str, Any]]:
     ).format(sql.Identifier(table))
     with psycopg.connect(dsn) as connection, connection.cursor(row_factory=dict_row) as cursor:
         return {row["uuid"]: row for row in cursor.execute(query).fetchall()}
-
-
-def send_failing(sink: PostgresSink, delivery: Outgoing | None = None) -> SinkError:
-    """Send and return the SinkError it must raise."""
-    with pytest.raises(SinkError) as caught:
-        sink.send(delivery or outgoing())
-    return caught.value
 
 
 # -- the table ------------------------------------------------------------------------------
@@ -275,20 +261,8 @@ def test_concurrent_sends_end_with_the_newest_versions(postgres_dsn: str, table:
     uuids = [f"uuid-{number}" for number in range(4)]
     deliveries = [outgoing("entityUpdated", V1 + step, uuid=uuid) for uuid in uuids for step in range(12)]
     random.Random(7).shuffle(deliveries)
-    errors: list[BaseException] = []
 
-    def worker(share: list[Outgoing]) -> None:
-        try:
-            for delivery in share:
-                sink.send(delivery)
-        except SinkError as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=worker, args=(deliveries[number::8],)) for number in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
+    errors = send_concurrently(sink, deliveries, threads=8)
 
     assert errors == []
     mirror = rows(postgres_dsn, table)
@@ -304,7 +278,7 @@ def test_a_missing_table_is_retryable_and_says_to_run_init(table: str, make_sink
     """Writing into a table nobody created holds the deliveries, and tells the operator what to run."""
     sink = make_sink()
 
-    error = send_failing(sink)
+    error = send_failing(sink, outgoing())
 
     assert (error.reason, error.retryable) == ("not_found", True)
     assert "capture-relay sinks init" in error.detail
@@ -362,7 +336,7 @@ def test_opening_against_a_dead_port_does_not_connect(make_sink: SinkFactory) ->
     port = free_port()
     sink = make_sink(dsn=f"postgresql://postgres:hunter2-secret@127.0.0.1:{port}/test")
 
-    error = send_failing(sink)
+    error = send_failing(sink, outgoing())
 
     assert (error.reason, error.retryable) == ("connect", True)
     assert f"127.0.0.1:{port}/test" in error.detail
@@ -374,7 +348,7 @@ def test_a_refused_role_is_an_auth_error_without_the_password(postgres_dsn: str,
     address = urlsplit(postgres_dsn)
     sink = make_sink(dsn=f"postgresql://no_such_role:hunter2-secret@{address.hostname}:{address.port}/test")
 
-    error = send_failing(sink)
+    error = send_failing(sink, outgoing())
 
     assert (error.reason, error.retryable) == ("auth", True)
     assert "no_such_role" in error.detail
@@ -386,7 +360,7 @@ def test_a_password_in_the_dsn_never_reaches_an_error(postgres_dsn: str, make_si
     address = urlsplit(postgres_dsn)
     sink = make_sink(dsn=f"postgresql://postgres:hunter2-secret@{address.hostname}:{address.port}/test")
 
-    error = send_failing(sink)
+    error = send_failing(sink, outgoing())
 
     assert error.reason == "not_found"
     assert "hunter2-secret" not in f"{error} {error!r}"
@@ -544,7 +518,7 @@ def test_close_is_idempotent_and_later_sends_are_retryable(sink: PostgresSink) -
     sink.close()
     sink.close()
 
-    assert send_failing(sink).retryable is True
+    assert send_failing(sink, outgoing()).retryable is True
 
 
 def test_open_sink_opens_a_postgres_sink(postgres_dsn: str, table: str, sink: PostgresSink) -> None:

@@ -9,7 +9,6 @@ import contextlib
 import random
 import socket
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, cast
@@ -21,6 +20,7 @@ import redis
 from capture_relay.embedded_redis import RedisServer, find_redis_server, free_port
 from service.destination_config import RedisStreamDestination
 from service.secret import Secret
+from tests.support.sinks import delivery, send_failing, tcp_connections_to, wait_until
 from tests.support.tcp_proxy import running_proxy
 from workers.sinks import open_sink
 from workers.sinks.base import Outgoing, SinkError
@@ -56,27 +56,8 @@ def make_sink(redis_server: RedisServer, stream: str) -> Iterator[SinkFactory]:
 
 
 def outgoing(number: int = 1, **overrides: Any) -> Outgoing:
-    """A delivery with a payload that holds personal data."""
-    values: dict[str, Any] = {
-        "delivery_id": f"evt-{number:04d}:audit",
-        "destination": "audit",
-        "event_type": "entityUpdated",
-        "uuid": "0b5c1a52-44e2-4c1e-9d1f-0f2b5a4f7c10",
-        "payload": {
-            "id": f"evt-{number:04d}",
-            "entity_type": "user",
-            "record": {"email": "jane.doe@example.com", "givenName": "Jane"},
-        },
-        "attempt": 1,
-    }
-    return Outgoing(**(values | overrides))
-
-
-def send_failing(sink: RedisStreamSink, delivery: Outgoing | None = None) -> SinkError:
-    """Send and return the SinkError it must raise."""
-    with pytest.raises(SinkError) as caught:
-        sink.send(delivery or outgoing())
-    return caught.value
+    """Delivery ``number`` to ``audit`` (see ``delivery``)."""
+    return delivery(number, "audit", **overrides)
 
 
 def entries(client: redis.Redis, stream: str) -> list[Fields]:
@@ -87,21 +68,6 @@ def entries(client: redis.Redis, stream: str) -> list[Fields]:
 def delivery_ids(client: redis.Redis, stream: str) -> list[str]:
     """The delivery ids of the stream's entries, oldest first."""
     return [fields[b"delivery_id"].decode() for fields in entries(client, stream)]
-
-
-def connections_to(port: int) -> int:
-    """Established TCP connections to 127.0.0.1:``port`` on this machine (Linux's /proc/net/tcp)."""
-    lines = Path("/proc/net/tcp").read_text().splitlines()[1:]
-    remote = f"0100007F:{port:04X}"
-    return sum(1 for line in lines if line.split()[2] == remote and line.split()[3] == "01")
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Return once ``condition()`` holds; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)
 
 
 # -- what is added --------------------------------------------------------------------------
@@ -290,11 +256,9 @@ def _pings(client: redis.Redis) -> bool:
         return False
 
 
-def _wait(condition: Callable[[], bool], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "the cluster did not form"
-        time.sleep(0.1)
+def _wait(condition: Callable[[], bool]) -> None:
+    """Wait for a cluster node, or the cluster, to be ready."""
+    wait_until(condition, timeout=30, interval=0.1, failure="the cluster did not form")
 
 
 def test_a_connection_dropped_while_idle_is_replaced_without_a_failure(
@@ -305,7 +269,7 @@ def test_a_connection_dropped_while_idle_is_replaced_without_a_failure(
         sink = make_sink(url=f"redis://{proxy.address}/0")
         sink.send(outgoing(1))
         proxy.cut()
-        wait_until(lambda: connections_to(proxy.port) == 0)
+        wait_until(lambda: tcp_connections_to(proxy.port) == 0)
         proxy.restore()
 
         sink.send(outgoing(2))
@@ -320,7 +284,7 @@ def test_a_key_of_another_type_fails_and_leaves_no_marker(
     redis_client.set(stream, "not a stream")
     sink = make_sink()
 
-    error = send_failing(sink)
+    error = send_failing(sink, outgoing())
     redis_client.delete(stream)
     sink.send(outgoing(attempt=2))
 
@@ -337,7 +301,7 @@ def test_a_full_server_fails_retryably_and_leaves_no_marker(
     previous = redis_client.config_get("maxmemory")["maxmemory"]
     redis_client.config_set("maxmemory", 1)
     try:
-        error = send_failing(sink)
+        error = send_failing(sink, outgoing())
     finally:
         redis_client.config_set("maxmemory", previous or 0)
     sink.send(outgoing(attempt=2))
@@ -358,7 +322,7 @@ def test_an_unreachable_redis_fails_without_the_password(make_sink: SinkFactory,
     """Constructing does not connect; the send fails retryably and no error text holds the password."""
     sink = make_sink(url=url.format(port=free_port()))
 
-    error = send_failing(sink)
+    error = send_failing(sink, outgoing())
 
     assert (error.reason, error.retryable) == ("connection", True)
     assert "127.0.0.1" in error.detail
@@ -371,7 +335,7 @@ def test_a_refused_password_is_an_auth_error(redis_server: RedisServer, make_sin
     """Credentials the server does not accept (WRONGPASS) fail as ``auth``, without the password."""
     sink = make_sink(url=f"redis://nobody:{PASSWORD}@127.0.0.1:{redis_server.port}/0")
 
-    error = send_failing(sink)
+    error = send_failing(sink, outgoing())
 
     assert (error.reason, error.retryable) == ("auth", True)
     assert PASSWORD not in str(error)
