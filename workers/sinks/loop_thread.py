@@ -123,3 +123,8 @@ async def _finish(shutdown: Callable[[], Awaitable[None]]) -> None:
         for task in others:
             task.cancel()
         await asyncio.gather(*others, return_exceptions=True)
+        # A closed transport finishes on a later turn of the loop (connection_lost is scheduled);
+        # stopping first would leave it to the garbage collector, on a closed loop.
+        for _ in range(3):
+            await asyncio.sleep(0)
+        await asyncio.get_running_loop().shutdown_asyncgens()
