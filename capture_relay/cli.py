@@ -198,6 +198,7 @@ def _worker(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     from workers.health import HealthPortError
     from workers.pool import WorkerThreadError
     from workers.runner import run_worker
+    from workers.sinks import DestinationConfigError
 
     settings = settings_from(args, environ)
     configure_logging(settings.logging.level, settings.logging.format)
@@ -211,6 +212,11 @@ def _worker(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         # A thread's own error is already logged; the supervisor restarts the process.
         sys.stderr.write(f"capture-relay: {exc}\n")
         return EXIT_FAILURE
+    except DestinationConfigError as exc:
+        # A section that validated but cannot be used (a DSN libpq cannot read): a config mistake,
+        # named by its key, not a traceback.
+        sys.stderr.write(f"capture-relay: {exc}\n")
+        return EXIT_USAGE
     return EXIT_OK
 
 

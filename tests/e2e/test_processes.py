@@ -194,6 +194,32 @@ def test_worker_without_redis_says_so_in_one_line(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+def test_worker_with_an_unusable_destination_names_its_key_in_one_line(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """A DSN that validated as a string but that libpq cannot read stops the deliveries worker at
+    start (exit 2), naming the key, without a traceback and without the password it holds."""
+    path = tmp_path / "config.yaml"
+    config = {
+        "redis_url": redis_server.url,
+        "destinations": {"mirror": {"type": "postgres", "dsn": "postgresql://x:p%zzhunter2@db/app", "table": "t"}},
+        "routes": [{"name": "r", "on": ["entityDeleted"], "to": ["mirror"]}],
+    }
+    path.write_text(yaml.safe_dump(config))
+
+    result = subprocess.run(
+        [*COMMAND, "worker", "--config", str(path), "--queue", "deliveries", "--burst"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert result.returncode == 2
+    assert "capture-relay: destinations.mirror.dsn: not a PostgreSQL URI" in result.stderr
+    assert "hunter2" not in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr
+
+
 def test_serve_without_any_source_exits_2(tmp_path: Path) -> None:
     """An ingress with no source would answer 404 to everything; it refuses to start."""
     path = tmp_path / "config.yaml"

@@ -14,9 +14,17 @@ from types import MappingProxyType
 
 from service.destination_config import Destination, RedisStreamDestination
 from service.secret import Secret
-from workers.sinks.base import DEFAULT_MAX_CONNECTIONS, Outgoing, Sink, SinkError
+from workers.sinks.base import DEFAULT_MAX_CONNECTIONS, DestinationConfigError, Outgoing, Sink, SinkError
 
-__all__ = ["DEFAULT_MAX_CONNECTIONS", "SINK_TYPES", "Outgoing", "Sink", "SinkError", "open_sink"]
+__all__ = [
+    "DEFAULT_MAX_CONNECTIONS",
+    "SINK_TYPES",
+    "DestinationConfigError",
+    "Outgoing",
+    "Sink",
+    "SinkError",
+    "open_sink",
+]
 
 # Each destination ``type:`` and the class that sends to it, as "module:Class".
 SINK_TYPES: Mapping[str, str] = MappingProxyType(
@@ -49,17 +57,21 @@ def open_sink(
         relay_redis_url: capture-relay's own Redis, where a ``redis_stream`` without ``url`` writes.
 
     Raises:
-        ValueError: ``config.type`` has no sink (the config's validation normally stops it first),
+        DestinationConfigError: ``config.type`` has no sink (the config's validation normally stops it first),
             or the section cannot be used (named by its key).
     """
     try:
         target = SINK_TYPES[config.type]
     except KeyError:
         known = ", ".join(sorted(SINK_TYPES))
-        raise ValueError(f"destinations.{name}.type: {config.type!r} has no sink; known types: {known}") from None
+        raise DestinationConfigError(
+            f"destinations.{name}.type: {config.type!r} has no sink; known types: {known}"
+        ) from None
     if isinstance(config, RedisStreamDestination) and config.url is None:
         if relay_redis_url is None:
-            raise ValueError(f"destinations.{name}.url: required here (no capture-relay Redis to default to)")
+            raise DestinationConfigError(
+                f"destinations.{name}.url: required here (no capture-relay Redis to default to)"
+            )
         config = config.model_copy(update={"url": relay_redis_url})
     module_name, _, class_name = target.partition(":")
     factory = getattr(importlib.import_module(module_name), class_name)

@@ -78,7 +78,7 @@ from pamqp import commands as spec
 from service.destination_config import AmqpDestination
 from service.logs import keep_message_bodies_out
 from service.secret import mask_url
-from workers.sinks.base import DEFAULT_MAX_CONNECTIONS, Outgoing, SinkError
+from workers.sinks.base import DEFAULT_MAX_CONNECTIONS, DestinationConfigError, Outgoing, SinkError
 from workers.sinks.loop_thread import LoopThread
 
 PERSISTENT = 2
@@ -104,7 +104,7 @@ class AmqpSink:
         """Check the URL; the first send connects.
 
         Raises:
-            ValueError: the URL cannot be used (named by its key, not repeated).
+            DestinationConfigError: the URL cannot be used (named by its key, not repeated).
         """
         self.name = name
         self._config = config
@@ -113,7 +113,9 @@ class AmqpSink:
         # The broker as logs and errors may show it: the query string may carry secrets too.
         self.target = f"{where} on {mask_url(urlunsplit(urlsplit(self._url)._replace(query='', fragment='')))}"
         if not _usable_url(self._url):
-            raise ValueError(f"destinations.{name}.url: is not an AMQP URL (amqp://user:password@host:port/vhost)")
+            raise DestinationConfigError(
+                f"destinations.{name}.url: is not an AMQP URL (amqp://user:password@host:port/vhost)"
+            )
         self._loop = LoopThread(f"amqp-sink-{name}", self.target)
         # Used on the loop only, so they need no lock.
         self._connection: AbstractConnection | None = None

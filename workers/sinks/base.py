@@ -32,6 +32,13 @@ class Outgoing:
     version: float | None = None
 
 
+class DestinationConfigError(ValueError):
+    """A destination's section that passed validation but cannot be used (a DSN libpq cannot read,
+    a header value that cannot be sent); the message starts with its key path and quotes no secret.
+    Raised when the sink is opened, so that a worker refuses to start rather than fail every delivery.
+    """
+
+
 class SinkError(Exception):
     """A delivery that did not succeed, with what the engine needs to decide what comes next.
 

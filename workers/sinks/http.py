@@ -29,7 +29,7 @@ import orjson
 
 from service.destination_config import HttpDestination
 from service.timeutil import parse_retry_after
-from workers.sinks.base import DEFAULT_MAX_CONNECTIONS, Outgoing, SinkError
+from workers.sinks.base import DEFAULT_MAX_CONNECTIONS, DestinationConfigError, Outgoing, SinkError
 from workers.sinks.signing import sign, signing_key
 
 # An answer is only ever quoted in an error, never parsed: this much is plenty.
@@ -64,7 +64,7 @@ class HttpSink:
         """Open the destination's connection pool (unless ``client`` is given; then ``close`` leaves it open).
 
         Raises:
-            ValueError: a signing secret or header value could not be used; better at start-up
+            DestinationConfigError: a signing secret or header value could not be used; better at start-up
                 than at every delivery.
         """
         _check_sendable(name, config)
@@ -183,10 +183,12 @@ def _check_sendable(name: str, config: HttpDestination) -> None:
         try:
             signing_key(secret)
         except ValueError as exc:
-            raise ValueError(f"destinations.{name}.signing_secret[{index}]: {exc}") from None
+            raise DestinationConfigError(f"destinations.{name}.signing_secret[{index}]: {exc}") from None
     for header, value in config.headers.items():
         if not (value.reveal().isascii() and value.reveal().isprintable()):
-            raise ValueError(f"destinations.{name}.headers.{header}: the value must be printable ASCII on one line")
+            raise DestinationConfigError(
+                f"destinations.{name}.headers.{header}: the value must be printable ASCII on one line"
+            )
 
 
 def _open_client(timeout: float, max_connections: int) -> httpx2.Client:

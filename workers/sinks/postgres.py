@@ -65,7 +65,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from service.destination_config import PostgresDestination
 from service.normalize import RECORD_EVENTS
-from workers.sinks.base import DEFAULT_MAX_CONNECTIONS, Outgoing, SinkError
+from workers.sinks.base import DEFAULT_MAX_CONNECTIONS, DestinationConfigError, Outgoing, SinkError
 from workers.sinks.postgres_schema import (
     COLUMNS,
     FIND_TABLE,
@@ -101,7 +101,7 @@ class PostgresSink:
         """Prepare the pool; nothing connects before the first send.
 
         Raises:
-            ValueError: ``dsn`` is not a connection string libpq can read (the value is not repeated).
+            DestinationConfigError: ``dsn`` is not a connection string libpq can read (the value is not repeated).
         """
         self.name = name
         self._config = config
@@ -109,7 +109,9 @@ class PostgresSink:
             params = conninfo_to_dict(config.dsn.reveal())
         except psycopg.ProgrammingError:
             # libpq's message quotes the part it could not read, which may be the password.
-            raise ValueError(f"destinations.{name}.dsn: not a PostgreSQL URI or key=value connection string") from None
+            raise DestinationConfigError(
+                f"destinations.{name}.dsn: not a PostgreSQL URI or key=value connection string"
+            ) from None
         # The database as errors show it: no user, no password.
         self.target = f"{params.get('host') or 'localhost'}:{params.get('port') or 5432}/{params.get('dbname') or ''}"
         self._secrets = frozenset(value for value in (config.dsn.reveal(), str(params.get("password") or "")) if value)

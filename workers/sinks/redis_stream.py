@@ -51,7 +51,7 @@ from redis.retry import Retry
 
 from service.destination_config import RedisStreamDestination
 from service.secret import mask_url
-from workers.sinks.base import DEFAULT_MAX_CONNECTIONS, Outgoing, SinkError
+from workers.sinks.base import DEFAULT_MAX_CONNECTIONS, DestinationConfigError, Outgoing, SinkError
 
 MARKER_PREFIX = "capture-relay:stream-dedup:"
 # Connections idle this long are PINGed before reuse, as capture-relay's own clients are; one the
@@ -82,10 +82,12 @@ class RedisStreamSink:
         """Prepare the connection pool; the first send connects.
 
         Raises:
-            ValueError: ``config.url`` is unset (``open_sink`` fills in capture-relay's own Redis).
+            DestinationConfigError: ``config.url`` is unset (``open_sink`` fills in capture-relay's own Redis).
         """
         if config.url is None:
-            raise ValueError(f"destinations.{name}.url: required (open_sink defaults it to capture-relay's Redis)")
+            raise DestinationConfigError(
+                f"destinations.{name}.url: required (open_sink defaults it to capture-relay's Redis)"
+            )
         self.name = name
         self._config = config
         self._url = config.url.reveal()
