@@ -54,7 +54,7 @@ import contextlib
 from collections.abc import Awaitable
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import aiormq
 import orjson
@@ -77,12 +77,18 @@ from pamqp import commands as spec
 
 from service.destination_config import AmqpDestination
 from service.logs import keep_message_bodies_out
-from service.secret import mask_url
-from workers.sinks.base import DEFAULT_MAX_CONNECTIONS, DestinationConfigError, Outgoing, SinkError
+from workers.sinks.base import (
+    DEFAULT_MAX_CONNECTIONS,
+    DestinationConfigError,
+    Outgoing,
+    SinkError,
+    one_line,
+    shown_url,
+    url_secrets,
+)
 from workers.sinks.loop_thread import LoopThread
 
 PERSISTENT = 2
-DETAIL_LENGTH = 200
 # AMQP's limit (a short string): a longer routing key would make the broker close the connection.
 MAX_ROUTING_KEY_BYTES = 255
 # How long a dropped connection may take to say goodbye (Connection.Close) in the background.
@@ -111,7 +117,7 @@ class AmqpSink:
         self._url = config.url.reveal()
         where = f"exchange {config.exchange}" if config.exchange else "the default exchange"
         # The broker as logs and errors may show it: the query string may carry secrets too.
-        self.target = f"{where} on {mask_url(urlunsplit(urlsplit(self._url)._replace(query='', fragment='')))}"
+        self.target = f"{where} on {shown_url(self._url)}"
         if not _usable_url(self._url):
             raise DestinationConfigError(
                 f"destinations.{name}.url: is not an AMQP URL (amqp://user:password@host:port/vhost)"
@@ -350,12 +356,8 @@ class AmqpSink:
 
     def _cause(self, exc: BaseException) -> str:
         text = str(exc)
-        parts = urlsplit(self._url)
-        for secret in (self._url, parts.password, parts.query):
-            if secret:
-                text = text.replace(secret, "****")
         described = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-        return " ".join(described.split())[:DETAIL_LENGTH]
+        return one_line(described, url_secrets(self._url))
 
 
 def _usable_url(url: str) -> bool:

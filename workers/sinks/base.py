@@ -8,11 +8,42 @@ the sink's part is to say what happened in terms the engine can act on (``reason
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+from urllib.parse import urlsplit, urlunsplit
+
+from service.secret import mask_url
 
 # Connections a sink may hold when its opener does not say: about one per worker thread.
 DEFAULT_MAX_CONNECTIONS = 32
+# The longest text a sink quotes in an error's detail (a server's message, an answer's excerpt).
+DETAIL_LENGTH = 200
+
+
+def one_line(text: str, secrets: Iterable[str] = (), *, mask: str = "****") -> str:
+    """``text`` as an error's detail may quote it: each of ``secrets`` replaced by ``mask``, control
+    characters (a terminal escape, a NUL) as spaces, one line, at most ``DETAIL_LENGTH`` characters.
+
+    Secrets are replaced longest first, so one that contains another is masked whole; before the
+    cut, so that no part of one survives at the end.
+    """
+    for secret in sorted({secret for secret in secrets if secret}, key=len, reverse=True):
+        text = text.replace(secret, mask)
+    printable = "".join(char if char.isprintable() else " " for char in text)
+    return " ".join(printable.split())[:DETAIL_LENGTH]
+
+
+def shown_url(url: str) -> str:
+    """A database or broker URL as logs and errors may show it: password masked, no query string
+    (it may carry a password too), no fragment."""
+    return mask_url(urlunsplit(urlsplit(url)._replace(query="", fragment="")))
+
+
+def url_secrets(url: str) -> tuple[str, ...]:
+    """What of a database or broker URL no error may show: the URL itself, its password, its query."""
+    parts = urlsplit(url)
+    return tuple(value for value in (url, parts.password, parts.query) if value)
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,12 +29,11 @@ import orjson
 
 from service.destination_config import HttpDestination
 from service.timeutil import parse_retry_after
-from workers.sinks.base import DEFAULT_MAX_CONNECTIONS, DestinationConfigError, Outgoing, SinkError
+from workers.sinks.base import DEFAULT_MAX_CONNECTIONS, DestinationConfigError, Outgoing, SinkError, one_line
 from workers.sinks.signing import sign, signing_key
 
 # An answer is only ever quoted in an error, never parsed: this much is plenty.
 ANSWER_CAP = 4096
-EXCERPT_LENGTH = 200
 RETRYABLE_4XX = frozenset({408, 409, 425, 429})
 REDACTED = "[redacted]"
 
@@ -143,7 +142,7 @@ class HttpSink:
             retryable = not isinstance(exc, httpx2.LocalProtocolError)
         else:
             reason, what = "connection", "connection failed"
-        message = _one_line(str(exc).replace(self._config.url, self.target))
+        message = one_line(str(exc).replace(self._config.url, self.target))
         cause = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
         return SinkError(reason=reason, retryable=retryable, detail=f"{what} ({self.target}; {cause})")
 
@@ -216,10 +215,7 @@ def _excerpt(answer: bytes, payload: dict[str, Any], secrets: frozenset[str] = f
     # A receiver may echo what it rejected ("invalid email 'jane@…'", "bad key sk_live_…", the
     # URL with its token); the excerpt goes to logs and the dead letter, so the payload's values
     # and the destination's secrets are masked before the text is cut short.
-    text = answer.decode("utf-8", "replace")
-    for value in sorted(set(_payload_values(payload)) | secrets, key=len, reverse=True):
-        text = text.replace(value, REDACTED)
-    return _one_line(text)
+    return one_line(answer.decode("utf-8", "replace"), set(_payload_values(payload)) | secrets, mask=REDACTED)
 
 
 def _configured_secrets(config: HttpDestination) -> frozenset[str]:
@@ -236,12 +232,6 @@ def _configured_secrets(config: HttpDestination) -> frozenset[str]:
     found.update(value for value in (parts.query, parts.username, parts.password, config.url) if value)
     found.update(value for pair in parts.query.split("&") for value in pair.split("=")[1:] if len(value) >= 6)
     return frozenset(value for value in found if len(value) >= 3)
-
-
-def _one_line(text: str) -> str:
-    # Control characters (a terminal escape, a NUL) become spaces; runs of space become one.
-    printable = "".join(char if char.isprintable() else " " for char in text)
-    return " ".join(printable.split())[:EXCERPT_LENGTH]
 
 
 def _payload_values(node: Any) -> Iterator[str]:

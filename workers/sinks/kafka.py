@@ -46,7 +46,7 @@ import structlog
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from service.destination_config import KafkaDestination
-from workers.sinks.base import DEFAULT_MAX_CONNECTIONS, Outgoing, SinkError
+from workers.sinks.base import DEFAULT_MAX_CONNECTIONS, Outgoing, SinkError, one_line
 
 log = structlog.get_logger(__name__)
 
@@ -54,7 +54,6 @@ log = structlog.get_logger(__name__)
 REPORT_MARGIN = 1.0
 # How long one poll for delivery reports blocks; a report served by another thread wakes nobody here.
 POLL_INTERVAL = 0.05
-DETAIL_LENGTH = 200
 REDACTED = "[redacted]"
 
 # What each error means: reason, retryable, and what happened, in words.
@@ -101,11 +100,7 @@ class KafkaSink:
         self.target = ",".join(config.bootstrap_servers)
         self._config = config
         # Option values are secrets: an error or a log line that quotes one has it replaced.
-        self._secrets = sorted(
-            (value for value in (secret.reveal() for secret in config.options.values()) if len(value) >= 3),
-            key=len,
-            reverse=True,
-        )
+        self._secrets = [value for value in (secret.reveal() for secret in config.options.values()) if len(value) >= 3]
         self._lock = threading.Lock()
         self._producer: Producer | None = None
         self._closed = False
@@ -271,10 +266,7 @@ class KafkaSink:
         return f"{error.name()}: {self._scrub(error.str())}"
 
     def _scrub(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, REDACTED)
-        printable = "".join(char if char.isprintable() else " " for char in text)
-        return " ".join(printable.split())[:DETAIL_LENGTH]
+        return one_line(text, self._secrets, mask=REDACTED)
 
 
 class _Report:

@@ -47,7 +47,7 @@ from nats.js import JetStreamContext
 
 from service.destination_config import NatsDestination
 from service.normalize import RECORD_EVENTS
-from workers.sinks.base import DEFAULT_MAX_CONNECTIONS, Outgoing, SinkError
+from workers.sinks.base import DEFAULT_MAX_CONNECTIONS, Outgoing, SinkError, one_line
 from workers.sinks.loop_thread import LoopThread
 
 log = structlog.get_logger(__name__)
@@ -58,7 +58,6 @@ RECONNECT_WAIT = 0.5
 JS_MESSAGE_TOO_LARGE = 10054
 # ``{entity_type}`` in the subject, as ``check`` fills it in: Capture's default entity type.
 CHECKED_ENTITY_TYPE = "user"
-DETAIL_LENGTH = 200
 _CONNECTION_ERRORS = (
     nats.errors.ConnectionClosedError,
     nats.errors.NoServersError,
@@ -233,7 +232,7 @@ class NatsSink:
         if isinstance(exc, nats.js.errors.NoStreamResponseError | nats.errors.NoRespondersError):
             return SinkError(reason="not_found", retryable=True, detail=f"no JetStream stream listens on {subject}")
         if isinstance(exc, nats.js.errors.APIError):
-            description = _one_line(exc.description or "")
+            description = one_line(exc.description or "")
             what = f"the stream refused the message: {description} (code {exc.code}, err_code {exc.err_code})"
             if exc.err_code == JS_MESSAGE_TOO_LARGE or "size exceeds maximum" in description:
                 return SinkError(reason="too_large", retryable=False, detail=f"{what} on {subject}")
@@ -253,10 +252,7 @@ class NatsSink:
         return SinkError(reason=reason, retryable=True, detail=f"{self._describe(exc)} ({self.target})")
 
     def _describe(self, exc: BaseException) -> str:
-        message = str(exc)
-        for secret in sorted(self._secrets, key=len, reverse=True):
-            message = message.replace(secret, "[redacted]")
-        message = _one_line(message)
+        message = one_line(str(exc), self._secrets, mask="[redacted]")
         return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
 
     async def _on_error(self, exc: Exception) -> None:
@@ -309,8 +305,3 @@ def _url_secrets(servers: list[str]) -> frozenset[str]:
         parts = urlsplit(server)
         found.update(value for value in (server, parts.username, parts.password) if value)
     return frozenset(value for value in found if len(value) >= 3)
-
-
-def _one_line(text: str) -> str:
-    printable = "".join(char if char.isprintable() else " " for char in text)
-    return " ".join(printable.split())[:DETAIL_LENGTH]

@@ -65,7 +65,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from service.destination_config import PostgresDestination
 from service.normalize import RECORD_EVENTS
-from workers.sinks.base import DEFAULT_MAX_CONNECTIONS, DestinationConfigError, Outgoing, SinkError
+from workers.sinks.base import DEFAULT_MAX_CONNECTIONS, DestinationConfigError, Outgoing, SinkError, one_line
 from workers.sinks.postgres_schema import (
     COLUMNS,
     FIND_TABLE,
@@ -79,7 +79,6 @@ from workers.sinks.watchdog import Watchdog
 
 INIT_HINT = "run `capture-relay sinks init`"
 CHECK_HINT = "`capture-relay sinks check` names what differs"
-EXCERPT_LENGTH = 200
 # How long past its statement_timeout a statement may go unanswered before its socket is cut.
 WATCHDOG_GRACE = 1.0
 # A pooled connection idle longer than this is checked (an empty query) before its next use.
@@ -204,7 +203,7 @@ class PostgresSink:
             return self._no_connection()
         state = exc.sqlstate or ""
         reason, retryable, what = _classify(exc, state, self._config)
-        detail = f"{what} ({self.target}; {self._mask(_cause(exc))})"
+        detail = f"{what} ({self.target}; {one_line(_cause(exc), self._secrets)})"
         return SinkError(reason=reason, retryable=retryable, detail=detail)
 
     def _check_connection(self, connection: psycopg.Connection[TupleRow]) -> None:
@@ -283,7 +282,7 @@ class PostgresSink:
         return self._connect_error(failure)
 
     def _connect_error(self, exc: psycopg.OperationalError) -> SinkError:
-        message = self._mask(_one_line(str(exc)))
+        message = one_line(str(exc), self._secrets)
         detail = f"cannot connect within {self._config.timeout:g}s ({self.target}; {message})"
         return SinkError(reason=_connect_reason(message), retryable=True, detail=detail)
 
@@ -311,11 +310,6 @@ class PostgresSink:
             detail = f"table {shown}: this role lacks {', '.join(missing)}"
             raise SinkError(reason="permission", retryable=True, detail=detail)
         return f"table {shown}: mirror columns present ({self.target})"
-
-    def _mask(self, text: str) -> str:
-        for secret in sorted(self._secrets, key=len, reverse=True):
-            text = text.replace(secret, "****")
-        return text
 
 
 def _has_input(connection: psycopg.Connection[TupleRow]) -> bool:
@@ -397,11 +391,11 @@ def _cause(exc: psycopg.Error) -> str:
     state = exc.sqlstate
     if state is None:
         # A libpq error (connection lost, refused): no values, only its first line is kept.
-        message = _one_line(str(exc).splitlines()[0] if str(exc) else "")
+        message = one_line(str(exc).splitlines()[0] if str(exc) else "")
         return f"{name}: {message}" if message else name
     # DETAIL, CONTEXT and the query's LINE may all quote values; the primary message only sometimes.
     primary = exc.diag.message_primary if state[:2] in _QUOTABLE_CLASSES else None
-    return f"{name} {state}: {_one_line(primary)}" if primary else f"{name} {state}"
+    return f"{name} {state}: {one_line(primary)}" if primary else f"{name} {state}"
 
 
 def _connect_reason(message: str) -> str:
@@ -411,8 +405,3 @@ def _connect_reason(message: str) -> str:
     if "database" in lowered and "does not exist" in lowered:
         return "not_found"
     return "connect"
-
-
-def _one_line(text: str) -> str:
-    printable = "".join(char if char.isprintable() else " " for char in text)
-    return " ".join(printable.split())[:EXCERPT_LENGTH]

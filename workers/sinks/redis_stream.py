@@ -34,7 +34,6 @@ Redis by its URL without password or query string and never quote the payload.
 from __future__ import annotations
 
 import math
-from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 import redis
@@ -50,14 +49,20 @@ from redis.exceptions import (
 from redis.retry import Retry
 
 from service.destination_config import RedisStreamDestination
-from service.secret import mask_url
-from workers.sinks.base import DEFAULT_MAX_CONNECTIONS, DestinationConfigError, Outgoing, SinkError
+from workers.sinks.base import (
+    DEFAULT_MAX_CONNECTIONS,
+    DestinationConfigError,
+    Outgoing,
+    SinkError,
+    one_line,
+    shown_url,
+    url_secrets,
+)
 
 MARKER_PREFIX = "capture-relay:stream-dedup:"
 # Connections idle this long are PINGed before reuse, as capture-relay's own clients are; one the
 # server closed meanwhile is replaced by redis-py's pool when taken, before any command is sent.
 HEALTH_CHECK_INTERVAL = 30
-DETAIL_LENGTH = 200
 
 # KEYS: the delivery's marker, the stream. ARGV: marker lifetime (s), maxlen, the entry's fields and values.
 # The entry is added before the marker is set: a script is not rolled back when a command fails,
@@ -91,8 +96,7 @@ class RedisStreamSink:
         self.name = name
         self._config = config
         self._url = config.url.reveal()
-        # The Redis as logs and errors may show it: the query string may carry a password too.
-        self.target = mask_url(urlunsplit(urlsplit(self._url)._replace(query="", fragment="")))
+        self.target = shown_url(self._url)
         self._pool = redis.BlockingConnectionPool.from_url(
             self._url,
             max_connections=max_connections,
@@ -179,16 +183,8 @@ class RedisStreamSink:
             reason, what = "cluster", "this Redis is a cluster node; a redis_stream needs a single Redis server"
         else:
             reason, what = "redis", "Redis refused the entry"
-        cause = f"{type(exc).__name__}: {self._scrubbed(message)}"
+        cause = f"{type(exc).__name__}: {one_line(message, url_secrets(self._url))}"
         return SinkError(reason=reason, retryable=True, detail=f"{what} ({self.target}; {cause})")
-
-    def _scrubbed(self, message: str) -> str:
-        # redis-py names host and port, not the URL; still, nothing of the URL's secrets may pass.
-        parts = urlsplit(self._url)
-        for secret in (self._url, parts.password, parts.query):
-            if secret:
-                message = message.replace(secret, "****")
-        return " ".join(message.split())[:DETAIL_LENGTH]
 
 
 def _not_a_stream(stream: str, kind: str) -> str:
